@@ -1,0 +1,69 @@
+"""``data/raw/manifest.csv``: one row per accepted image, the same columns for every source.
+
+The licence and attribution columns are what CC-BY photos legally need when the data is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import write_csv, write_json
+
+RAW_DIR = Path("data/raw")
+MANIFEST = "manifest.csv"
+REPORT = "report.json"
+COLUMNS = [
+    "path",
+    "split",
+    "class",
+    "source",
+    "observation_id",
+    "photo_id",
+    "url",
+    "license",
+    "attribution",
+    "sha256",
+    "width",
+    "height",
+]
+SPLITS = ("train", "test")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(raw_dir: Path, rows: list[dict], skipped: list[str]) -> pd.DataFrame:
+    """Write the manifest and a report of skipped files; rows are sorted so bytes are stable."""
+    frame = pd.DataFrame([{column: row.get(column, "") for column in COLUMNS} for row in rows], columns=COLUMNS)
+    frame = frame.sort_values(["split", "class", "path"], kind="stable").reset_index(drop=True)
+    write_csv(raw_dir / MANIFEST, frame)
+    counts = frame.groupby(["split", "class"]).size()
+    report = {
+        "images": int(len(frame)),
+        "per_split": {split: {cls: int(n) for cls, n in counts[split].items()} for split in counts.index.levels[0]},
+        "licenses": {str(k): int(v) for k, v in frame["license"].value_counts().sort_index().items()},
+        "skipped": sorted(skipped),
+    }
+    write_json(raw_dir / REPORT, report)
+    return frame
+
+
+def read_manifest(raw_dir: Path = RAW_DIR) -> pd.DataFrame:
+    from .errors import DataError
+
+    path = Path(raw_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the download stage first (dvc repro download)")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [column for column in ("path", "split", "class") if column not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {', '.join(missing)}")
+    return frame

@@ -1,0 +1,133 @@
+"""EfficientNetB0 with a new head: building, (un)freezing, BatchNorm care, stable saving and safe loading."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import UserError
+from .params import ModelParams
+
+BASE = "efficientnetb0"
+HEAD_LAYERS = ("head_bn", "head_dropout", "predictions")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def build_base(config: ModelParams, image_size: int) -> keras.Model:
+    """The backbone without its top, globally average-pooled. ``imagenet`` is Keras' own download."""
+    weights = None if config.weights == "none" else config.weights
+    try:
+        return keras.applications.EfficientNetB0(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg", name=BASE
+        )
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"model.weights: cannot load '{config.weights}' into {config.backbone}: {reason}") from None
+
+
+def assemble(base: keras.Model, head: list[keras.Layer], image_size: int, base_training: bool | None) -> keras.Model:
+    """Wire input -> base -> head. ``base_training=False`` pins the base to inference mode."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")  # 0..255: EfficientNet rescales itself
+    x = base(inputs, training=base_training)
+    for layer in head:
+        x = layer(x)
+    return keras.Model(inputs, x, name="classifier")
+
+
+def build_classifier(config: ModelParams, num_classes: int, image_size: int) -> keras.Model:
+    """Frozen base, then pooling (in the base), batch normalisation, dropout and a softmax layer."""
+    base = build_base(config, image_size)
+    base.trainable = False
+    head = [
+        keras.layers.BatchNormalization(name=HEAD_LAYERS[0]),
+        keras.layers.Dropout(config.dropout, name=HEAD_LAYERS[1]),
+        keras.layers.Dense(num_classes, activation="softmax", name=HEAD_LAYERS[2], dtype="float32"),
+    ]
+    return assemble(base, head, image_size, base_training=False)
+
+
+def base_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(BASE)
+
+
+def head_of(model: keras.Model) -> list[keras.Layer]:
+    return [model.get_layer(name) for name in HEAD_LAYERS]
+
+
+def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) -> keras.Model:
+    """Unfreeze ``all`` or the top N base layers; return the model rewired for fine-tuning.
+
+    With pretrained weights BatchNormalization stays in inference mode (its statistics are worth
+    protecting, as in the Keras fine-tuning example). A random base has none worth protecting, so its
+    BatchNormalization layers train with the rest of the network.
+    """
+    base = base_of(model)
+    base.trainable = True
+    layers = base.layers
+    frozen = [] if top_layers == "all" else layers[: max(len(layers) - int(top_layers), 0)]
+    for layer in frozen:
+        layer.trainable = False
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and not batchnorm_trains:
+            layer.trainable = False
+    image_size = model.input_shape[1]
+    return assemble(base, head_of(model), image_size, base_training=None if batchnorm_trains else False)
+
+
+def recalibrate_batchnorm(base: keras.Model, pixels: np.ndarray, batch_size: int) -> None:
+    """Set every BatchNormalization layer's moving statistics to the average over ``pixels``.
+
+    A random base in inference mode otherwise maps every image to the same features (its moving
+    statistics are still the initial 0 and 1), and a model whose BatchNormalization trained keeps
+    statistics that lag its final weights. One pass in training mode with momentum k/(k+1) on the
+    k-th batch leaves the running mean of the batch statistics.
+    """
+    norms = [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [(layer.momentum, layer.trainable) for layer in norms]
+    try:
+        for layer in norms:
+            layer.trainable = True
+        for k, start in enumerate(range(0, len(pixels), batch_size)):
+            for layer in norms:
+                layer.momentum = k / (k + 1)
+            base(pixels[start : start + batch_size].astype("float32"), training=True)
+    finally:
+        for layer, (momentum, trainable) in zip(norms, saved):
+            layer.momentum, layer.trainable = momentum, trainable
+
+
+def save_model(model: keras.Model, target: str | Path) -> None:
+    """Save a ``.keras`` file whose bytes depend only on the model (no save date, fixed zip times).
+
+    DVC hashes outputs: a file that changed with the clock would rerun every downstream stage.
+    """
+    with atomic_path(target) as raw, atomic_path(target) as stable:
+        model.save(raw)
+        with zipfile.ZipFile(raw) as source, zipfile.ZipFile(stable, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in sorted(source.infolist(), key=lambda i: i.filename):
+                data = source.read(info.filename)
+                if info.filename == "metadata.json":
+                    metadata = json.loads(data)
+                    metadata.pop("date_saved", None)
+                    data = json.dumps(metadata, sort_keys=True).encode()
+                out.writestr(zipfile.ZipInfo(info.filename, date_time=_ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load in Keras safe mode: a file that needs arbitrary code (a lambda layer) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found; run the training stages first (dvc repro)")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
+            raise UserError(f"{path}: refused: loading it needs unsafe deserialisation (arbitrary code)") from None
+        raise UserError(f"{path}: not a loadable Keras model: {' '.join(str(exc).split())[:300]}") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a loadable Keras model: {exc}") from None

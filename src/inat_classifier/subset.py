@@ -1,0 +1,108 @@
+"""Choose the classes, cap them, and carve a stratified validation split out of train.
+
+The test split (the later year) is never used for training or model selection: validation comes
+from the training year only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from .errors import DataError
+from .images import open_rgb, try_each
+from .params import Params
+
+SUBSET_DIR = Path("data/subset")
+CLASSES_FILE = "classes.json"
+SPLIT_COLUMNS = ["path", "label", "class_name"]
+
+
+@dataclass(frozen=True)
+class Subset:
+    classes: list[str]
+    splits: dict[str, pd.DataFrame]  # train, val, test with SPLIT_COLUMNS
+    skipped: list[str]
+
+
+def choose_classes(manifest: pd.DataFrame, explicit: list[str], count: int) -> list[str]:
+    """Explicit classes, or the ``count`` most frequent in train among those present in both splits."""
+    train = manifest.loc[manifest["split"] == "train", "class"].value_counts()
+    test = manifest.loc[manifest["split"] == "test", "class"].value_counts()
+    shared = sorted(set(train.index) & set(test.index))
+    if explicit:
+        unknown = [name for name in explicit if name not in shared]
+        if unknown:
+            raise DataError(
+                f"subset.classes: {', '.join(map(repr, unknown))} not in both splits; "
+                f"available: {', '.join(shared)}"
+            )
+        return sorted(explicit)
+    if len(shared) < count:
+        raise DataError(
+            f"subset.num_classes: {count} requested but only {len(shared)} classes are in both splits "
+            f"({', '.join(shared)})"
+        )
+    ranked = sorted(shared, key=lambda name: (-train[name], -test[name], name))
+    return sorted(ranked[:count])
+
+
+def readable(paths: list[str], max_pixels: int) -> tuple[list[bool], list[str]]:
+    """Decode each image once; unreadable ones are reported, not fatal."""
+    results = try_each(lambda path: open_rgb(path, max_pixels, draft=64), paths, "checking images")
+    return [not isinstance(r, str) for r in results], [r for r in results if isinstance(r, str)]
+
+
+def _cap(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    """A seeded random ``cap`` images per class (all of a smaller class)."""
+    if cap is None:
+        return frame
+    return frame.sample(frac=1.0, random_state=seed).groupby("class").head(cap).sort_index()
+
+
+def make_subset(manifest: pd.DataFrame, params: Params) -> Subset:
+    config = params.subset
+    classes = choose_classes(manifest, config.classes, config.num_classes)
+    chosen = manifest[manifest["class"].isin(classes)].copy()
+    ok, skipped = readable(chosen["path"].tolist(), params.download.max_pixels)
+    chosen = chosen[np.asarray(ok, dtype=bool)]
+    label_of = {name: i for i, name in enumerate(classes)}
+    chosen["label"] = chosen["class"].map(label_of)
+    chosen["class_name"] = chosen["class"]
+    chosen = chosen.sort_values(["split", "label", "path"], kind="stable")
+
+    train_all = _cap(chosen[chosen["split"] == "train"], config.max_per_class, params.seed)
+    test = _cap(chosen[chosen["split"] == "test"], config.max_per_class, params.seed)
+    too_small = [name for name in classes if (train_all["class"] == name).sum() < 2]
+    if too_small:
+        raise DataError(f"classes with fewer than 2 readable training images: {', '.join(too_small)}")
+    try:
+        train, val = train_test_split(
+            train_all, test_size=config.val_fraction, stratify=train_all["label"], random_state=params.seed
+        )
+    except ValueError as exc:
+        raise DataError(f"subset.val_fraction: cannot split {len(train_all)} training images: {exc}") from None
+    splits = {
+        name: frame.sort_values(["label", "path"], kind="stable")[SPLIT_COLUMNS].reset_index(drop=True)
+        for name, frame in (("train", train), ("val", val), ("test", test))
+    }
+    return Subset(classes=classes, splits=splits, skipped=skipped)
+
+
+def balance_summary(subset: Subset) -> dict:
+    """Counts per split and class and the imbalance ratio (largest / smallest class)."""
+    summary: dict = {"classes": len(subset.classes), "skipped_images": len(subset.skipped)}
+    for split, frame in subset.splits.items():
+        counts = frame["class_name"].value_counts()
+        per_class = {name: int(counts.get(name, 0)) for name in subset.classes}
+        smallest = min(per_class.values())
+        summary[split] = {
+            "images": int(len(frame)),
+            "imbalance_ratio": round(max(per_class.values()) / smallest, 4) if smallest else None,
+            "per_class": per_class,
+        }
+    return summary

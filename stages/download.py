@@ -1,0 +1,13 @@
+"""Stage 1: fetch (or generate) the raw photos into data/raw with a manifest."""
+
+from inat_classifier import stage
+from inat_classifier.params import Params
+from inat_classifier.sources import download
+
+
+def main(params: Params) -> None:
+    download(params)
+
+
+if __name__ == "__main__":
+    stage.run(main)

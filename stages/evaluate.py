@@ -1,0 +1,26 @@
+"""Stage 5: score the fine-tuned model on each split; write metrics, per-class tables, confusion data."""
+
+from inat_classifier import stage
+from inat_classifier.atomic import write_csv, write_json
+from inat_classifier.dataset import load_split, read_classes
+from inat_classifier.evaluation import confusion_rows, per_class_table, split_metrics
+from inat_classifier.model import load_model
+from inat_classifier.params import Params
+
+
+def main(params: Params) -> None:
+    classes = read_classes()
+    model = load_model("models/model.keras")
+    results = {}
+    for name in params.evaluate.splits:
+        split = load_split(name, params)
+        probs = model.predict(split.pixels.astype("float32"), batch_size=params.data.batch_size, verbose=0)
+        results[name] = split_metrics(split.labels, probs, params.evaluate.top_k)
+        write_csv(f"metrics/per_class_{name}.csv", per_class_table(split.labels, probs, classes))
+        write_csv(f"metrics/confusion_{name}.csv", confusion_rows(split.labels, probs, classes))
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in results[name].items()))
+    write_json("metrics/evaluate.json", results)
+
+
+if __name__ == "__main__":
+    stage.run(main)

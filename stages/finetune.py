@@ -1,0 +1,32 @@
+"""Stage 4: unfreeze the base and fine-tune the whole classifier at a lower learning rate."""
+
+from inat_classifier import stage
+from inat_classifier.dataset import batches, load_split
+from inat_classifier.model import base_of, load_model, recalibrate_batchnorm, save_model, unfreeze
+from inat_classifier.params import Params
+from inat_classifier.training import LIVE_DIR, compile_model, fit, make_deterministic
+
+
+def main(params: Params) -> None:
+    make_deterministic(params.seed)
+    config = params.finetune
+    batchnorm_trains = config.batchnorm_trains(params.model)
+    train, val = load_split("train", params), load_split("val", params)
+    model = unfreeze(load_model("models/head.keras"), config.unfreeze, batchnorm_trains)
+    compile_model(model, config.learning_rate)
+    fit(
+        model,
+        batches(train, params, training=True),
+        batches(val, params, training=False),
+        config.epochs,
+        LIVE_DIR / "finetune",
+        patience=config.early_stopping_patience,
+    )
+    if batchnorm_trains:
+        # Moving statistics lag weights that changed fast; match them to the final weights.
+        recalibrate_batchnorm(base_of(model), train.pixels, params.data.batch_size)
+    save_model(model, "models/model.keras")
+
+
+if __name__ == "__main__":
+    stage.run(main)

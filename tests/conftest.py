@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny images and datasets written on the fly, never fetched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DVCLIVE_TEST", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_image(path: Path, size=(40, 30), mode="RGB", seed=0, fmt=None) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def image_factory(tmp_path):
+    def make(name="a.jpg", **kwargs):
+        return write_image(tmp_path / name, **kwargs)
+
+    return make

@@ -1,0 +1,103 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from conftest import REPO
+from inat_classifier.errors import ParamsError
+from inat_classifier.params import Params, load_params, parse_params
+
+
+def test_repository_params_are_valid_and_match_the_schema_defaults_for_the_contract_keys():
+    params = load_params(REPO / "params.yaml")
+    assert params.download.source == "sample"
+    assert params.subset.num_classes == 4
+    assert params.model.backbone == "EfficientNetB0"
+    assert params.evaluate.splits == ["train", "test"]
+
+
+def test_every_schema_key_appears_in_params_yaml():
+    """params.yaml documents every knob: a key only in the schema would be invisible to users."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def keys(model, prefix=""):
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                yield from keys(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    def present(key):
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    missing = [key for key in keys(Params()) if not present(key)]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"finetune": {"learnig_rate": 0.1}}, "finetune.learnig_rate: unknown key"),
+        ({"finetune": {"learning_rate": -1}}, "finetune.learning_rate: Input should be greater than 0"),
+        ({"data": {"image_size": "big"}}, "data.image_size: Input should be a valid integer"),
+        ({"download": {"source": "flickr"}}, "download.source: must be one of sample, inaturalist"),
+        ({"download": {"source": "inaturalist"}}, "download.source: 'inaturalist' is not available"),
+        ({"model": {"weights": "missing.weights.h5"}}, "model.weights: weights file 'missing.weights.h5' does not exist"),
+        ({"model": {"weights": "foo"}}, "model.weights: 'foo' is not imagenet, none or a .h5/.keras"),
+        ({"finetune": {"unfreeze": 0}}, "finetune.unfreeze"),
+        ({"augment": {"fill_mode": "mirror"}}, "augment.fill_mode: Input should be 'reflect'"),
+        ({"augment": {"brightness": [1.2, 0.8]}}, "augment.brightness: must be [low, high]"),
+        ({"evaluate": {"splits": ["holdout"]}}, "evaluate.splits.0: Input should be 'train', 'val' or 'test'"),
+        ({"evaluate": {"top_k": 5}}, "evaluate.top_k (5) must be <= the number of classes (4)"),
+        ({"bogus": 1}, "bogus: unknown key"),
+    ],
+)
+def test_bad_params_give_one_line_naming_the_key(raw, expected):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_a_weights_file_that_exists_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.weights.h5").write_bytes(b"x")
+    assert parse_params({"model": {"weights": "w.weights.h5"}}).model.pretrained
+
+
+def test_batchnorm_auto_follows_the_weights():
+    assert parse_params({}).finetune.batchnorm_trains(parse_params({}).model) is True
+    params = parse_params({"model": {"weights": "imagenet"}})
+    assert params.finetune.batchnorm_trains(params.model) is False
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"batchnorm": "train"}})
+    assert params.finetune.batchnorm_trains(params.model) is True
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("stage", ["download", "subset", "train_head", "finetune", "evaluate"])
+def test_every_stage_stops_on_bad_params_before_work_with_one_line_and_no_traceback(tmp_path, stage):
+    (tmp_path / "params.yaml").write_text("train_head:\n  epochs: -3\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: params.yaml: train_head.epochs: Input should be greater than or equal to 1 (got -3)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing was written

@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+
+from inat_classifier.manifest import COLUMNS, read_manifest
+from inat_classifier.params import SampleSource, parse_params
+from inat_classifier.sources import download
+from inat_classifier.sources.sample import class_counts
+
+SMALL = {"download": {"sample": {"train_images": 12, "test_images": 6, "min_side": 40, "max_side": 80}}}
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    download(parse_params(SMALL), root / "raw")
+    return root / "raw"
+
+
+def test_manifest_has_the_contract_columns_and_real_files(raw):
+    manifest = read_manifest(raw)
+    assert list(manifest.columns) == COLUMNS
+    assert set(manifest["source"]) == {"sample"}
+    for row in manifest.itertuples():
+        with Image.open(row.path) as image:
+            assert image.size == (int(row.width), int(row.height))
+            assert image.format == "JPEG"
+
+
+def test_like_the_study_test_year_has_an_extra_class_and_counts_differ(raw):
+    manifest = read_manifest(raw)
+    train = manifest[manifest.split == "train"]["class"].value_counts()
+    test = manifest[manifest.split == "test"]["class"].value_counts()
+    assert set(train.index) < set(test.index)
+    assert train.nunique() > 1 and test.nunique() > 1
+
+
+def test_sizes_aspect_ratios_and_some_grayscale_vary(raw):
+    manifest = read_manifest(raw)
+    ratios = manifest.width.astype(int) / manifest.height.astype(int)
+    assert ratios.min() < 0.8 and ratios.max() > 1.25
+    modes = {Image.open(path).mode for path in manifest.path}
+    assert modes == {"RGB", "L"}
+
+
+def test_generation_is_deterministic_byte_for_byte(raw, tmp_path):
+    download(parse_params(SMALL), tmp_path / "raw")
+    first = read_manifest(raw).drop(columns="path")
+    second = read_manifest(tmp_path / "raw").drop(columns="path")
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_a_different_seed_gives_different_images(raw, tmp_path):
+    download(parse_params({**SMALL, "seed": 7}), tmp_path / "raw")
+    assert set(read_manifest(raw).sha256).isdisjoint(read_manifest(tmp_path / "raw").sha256)
+
+
+def test_mean_colour_alone_does_not_tell_the_classes_apart(tmp_path):
+    """The sample must be learnable from texture, not trivially from colour statistics."""
+    config = {"download": {"sample": {"train_images": 60, "test_images": 2, "min_side": 48, "max_side": 64}}}
+    download(parse_params(config), tmp_path / "raw")
+    manifest = read_manifest(tmp_path / "raw")
+    train = manifest[manifest.split == "train"]
+    features = np.array(
+        [np.concatenate([np.asarray(Image.open(p).convert("RGB"), float).reshape(-1, 3).mean(0),
+                         np.asarray(Image.open(p).convert("RGB"), float).reshape(-1, 3).std(0)]) for p in train.path]
+    )
+    accuracy = cross_val_score(LogisticRegression(max_iter=2000), features, train["class"], cv=4).mean()
+    chance = 1 / train["class"].nunique()
+    assert accuracy < chance + 0.15
+
+
+def test_class_counts_follow_the_config():
+    counts = class_counts(SampleSource(classes=4, train_images=100, test_images=40, rarest_fraction=0.5))
+    assert counts["train"] == {"Sample striata": 100, "Sample maculata": 83, "Sample tessellata": 67}
+    assert list(counts["test"].values()) == [40, 33, 27, 20]
