@@ -18,6 +18,11 @@ def test_repository_params_are_valid_and_match_the_schema_defaults_for_the_contr
     assert params.evaluate.splits == ["train", "test"]
 
 
+def test_schema_defaults_are_the_committed_params():
+    """One set of defaults: a key deleted from params.yaml falls back to the value it had."""
+    assert load_params(REPO / "params.yaml") == Params()
+
+
 def test_every_schema_key_appears_in_params_yaml():
     """params.yaml documents every knob: a key only in the schema would be invisible to users."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -48,8 +53,8 @@ def test_every_schema_key_appears_in_params_yaml():
         ({"finetune": {"learnig_rate": 0.1}}, "finetune.learnig_rate: unknown key"),
         ({"finetune": {"learning_rate": -1}}, "finetune.learning_rate: Input should be greater than 0"),
         ({"data": {"image_size": "big"}}, "data.image_size: Input should be a valid integer"),
-        ({"download": {"source": "flickr"}}, "download.source: must be one of sample, inaturalist"),
-        ({"download": {"source": "inaturalist"}}, "download.source: 'inaturalist' is not available"),
+        ({"download": {"source": "flickr"}}, "download.source: Input should be 'sample', 'inaturalist', 'archive' or 'folder'"),
+        ({"download": {"source": "archive"}}, "download: archive.url is required when source is archive"),
         ({"model": {"weights": "missing.weights.h5"}}, "model.weights: weights file 'missing.weights.h5' does not exist"),
         ({"model": {"weights": "foo"}}, "model.weights: 'foo' is not imagenet, none or a .h5/.keras"),
         ({"finetune": {"unfreeze": 0}}, "finetune.unfreeze"),

@@ -7,8 +7,10 @@ trained.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,8 +31,8 @@ class SampleSource(Section):
     """The embedded offline dataset: generated, deterministic, learnable (see ``sample.py``)."""
 
     classes: int = Field(6, ge=2, le=6)
-    train_images: int = Field(110, ge=2, description="images of the most frequent class in train")
-    test_images: int = Field(50, ge=2, description="images of the most frequent class in test")
+    train_images: int = Field(120, ge=2, description="images of the most frequent class in train")
+    test_images: int = Field(60, ge=2, description="images of the most frequent class in test")
     rarest_fraction: float = Field(0.7, gt=0.0, le=1.0)
     min_side: int = Field(80, ge=32)
     max_side: int = Field(160, ge=32)
@@ -43,25 +45,126 @@ class SampleSource(Section):
         return self
 
 
-SOURCES = ("sample", "inaturalist", "archive", "folder")
-IMPLEMENTED_SOURCES = ("sample",)
+# Photo licence codes as the iNaturalist API writes them (null there means all rights reserved).
+LICENSE_CODES = ("cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd")
+LicenseCode = Literal["cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd"]
+# Swainson's and Hermit Thrush look alike (the hard pair); raccoon tracks are the paw-print problem.
+DEFAULT_TAXA = ("Catharus ustulatus", "Catharus guttatus", "Procyon lotor", "Sciurus carolinensis")
+INATURALIST_API = "https://api.inaturalist.org/v1"
+PHOTO_HOSTS = ("inaturalist-open-data.s3.amazonaws.com", "static.inaturalist.org")
+
+
+class PerSplit(Section):
+    train: int = Field(300, ge=1)
+    test: int = Field(100, ge=1)
+
+
+class InaturalistSource(Section):
+    """Observations' photos from the iNaturalist v1 API, one year for train and one for test."""
+
+    taxa: list[str | int] = Field(default_factory=lambda: list(DEFAULT_TAXA), min_length=2)
+    train_year: int = Field(2017, ge=1800, le=2100)
+    test_year: int = Field(2018, ge=1800, le=2100)
+    max_per_class: PerSplit = PerSplit()
+    quality_grade: Literal["research", "needs_id", "casual", "any"] = "research"
+    licenses: list[LicenseCode] = Field(default_factory=lambda: list(LICENSE_CODES), min_length=1)
+    evidence: Literal["not_other", "organism", "any"] = "not_other"
+    photo_size: Literal["thumb", "small", "medium", "large", "original"] = "medium"
+    photos_per_observation: int = Field(1, ge=1, le=20)
+    api_url: str = INATURALIST_API
+    photo_hosts: list[str] = Field(default_factory=lambda: list(PHOTO_HOSTS))
+    concurrency: int = Field(4, ge=1, le=16)
+    requests_per_minute: float = Field(60, gt=0, le=60, description="API requests; iNaturalist asks <= 60")
+    photo_requests_per_minute: float = Field(300, gt=0, le=1200)
+
+    @field_validator("taxa")
+    @classmethod
+    def _taxa(cls, value: list[str | int]) -> list[str | int]:
+        """Digits are taxon ids whether YAML read them as numbers or strings; names keep their case."""
+        taxa: list[str | int] = []
+        for item in value:
+            if isinstance(item, str):
+                item = " ".join(item.split())
+                if not item:
+                    raise ValueError("a taxon name is empty")
+                item = int(item) if item.isdigit() else item
+            if isinstance(item, int) and item < 1:
+                raise ValueError(f"taxon id {item} must be positive")
+            if str(item).lower() in (str(t).lower() for t in taxa):
+                raise ValueError(f"{item!r} is listed twice")
+            taxa.append(item)
+        return taxa
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}' is not an http(s) URL like {INATURALIST_API}")
+        return value.rstrip("/")
+
+    @field_validator("photo_hosts")
+    @classmethod
+    def _photo_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+                raise ValueError(f"'{host}' is not a bare host name like {PHOTO_HOSTS[0]}")
+        return [host.lower() for host in value]
+
+
+class ArchiveSource(Section):
+    """A tar or zip archive, verified by its sha256, in the folders or iNat competition layout."""
+
+    url: str = Field("", description="http(s):// or file:// URL, or a local path")
+    sha256: str = ""
+    layout: Literal["folders", "inat_json"] = "folders"
+    train_json: str = "train2017.json"
+    test_json: str = "val2017.json"
+    categories_json: str = Field("", description="optional file with the real category names (2018)")
+    supercategories: list[str] = Field(default_factory=lambda: ["Mammalia", "Aves"])
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if len(scheme) > 1 and scheme not in ("http", "https", "file"):
+            raise ValueError(f"'{value}': only http://, https://, file:// or a local path are allowed")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be the 64 hex digits printed by `sha256sum ARCHIVE`")
+        return value
+
+
+class FolderSource(Section):
+    """A local directory with ``train/<class>/*`` and ``test/<class>/*``, used in place."""
+
+    path: str = ""
+
+
 
 
 class Download(Section):
-    source: str = "sample"
+    source: Literal["sample", "inaturalist", "archive", "folder"] = "sample"
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb cap per image")
     sample: SampleSource = SampleSource()
+    inaturalist: InaturalistSource = InaturalistSource()
+    archive: ArchiveSource = ArchiveSource()
+    folder: FolderSource = FolderSource()
 
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        if value not in SOURCES:
-            raise ValueError(f"must be one of {', '.join(SOURCES)}")
-        if value not in IMPLEMENTED_SOURCES:
-            raise ValueError(
-                f"'{value}' is not available in this version; allowed: {', '.join(IMPLEMENTED_SOURCES)}"
-            )
-        return value
+    @model_validator(mode="after")
+    def _chosen_source_is_complete(self) -> "Download":
+        if self.source == "archive":
+            for key, what in (("url", "an http(s)/file:// URL or a path"), ("sha256", "its sha256 digest")):
+                if not getattr(self.archive, key):
+                    raise ValueError(f"archive.{key} is required when source is archive ({what})")
+        if self.source == "folder" and not self.folder.path:
+            raise ValueError("folder.path is required when source is folder (a directory with train/ and test/)")
+        return self
 
 
 class Subset(Section):
@@ -72,7 +175,7 @@ class Subset(Section):
 
 
 class Data(Section):
-    image_size: int = Field(64, ge=32, le=1024)
+    image_size: int = Field(48, ge=32, le=1024)
     batch_size: int = Field(32, ge=1, le=4096)
 
 
@@ -125,7 +228,7 @@ class ModelParams(Section):
 
 
 class TrainHead(Section):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(10, ge=1)
     learning_rate: PositiveFloat = 1e-2
 
 
@@ -133,8 +236,8 @@ BatchNormMode = Literal["auto", "frozen", "train"]
 
 
 class Finetune(Section):
-    epochs: int = Field(100, ge=0)
-    learning_rate: PositiveFloat = 1e-4
+    epochs: int = Field(12, ge=0)
+    learning_rate: PositiveFloat = 1e-3
     unfreeze: int | Literal["all"] = "all"
     batchnorm: BatchNormMode = Field(
         "auto", description="auto: frozen with pretrained weights, trained with weights none"

@@ -5,20 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import atomic_dir
+from ..http import HttpSettings
 from ..manifest import RAW_DIR, write_manifest
 from ..params import Params
-from . import sample
+from . import archive, folder, inaturalist, sample
+
+# Downloads and extractions that must survive DVC deleting data/raw before the stage reruns:
+# finished files here are never fetched again. Safe to delete (everything is fetched anew).
+DOWNLOAD_DIR = Path("data/downloads")
 
 
-def download(params: Params, raw_dir: Path = RAW_DIR) -> None:
+def download(
+    params: Params, raw_dir: Path = RAW_DIR, cache_dir: Path = DOWNLOAD_DIR, http: HttpSettings = HttpSettings()
+) -> None:
     """Build ``raw_dir`` from the configured source; it appears only once it is complete."""
-    source = params.download.source
+    config = params.download
+    source = config.source
     with atomic_dir(raw_dir) as tmp:
+        in_place = False  # the folder source's rows point at the folder itself
+        skipped: list[str] = []
         if source == "sample":
-            rows = sample.generate(params.download.sample, params.seed, tmp)
-            skipped: list[str] = []
+            rows = sample.generate(config.sample, params.seed, tmp)
+        elif source == "inaturalist":
+            rows, skipped = inaturalist.collect(config.inaturalist, tmp, config.max_pixels, cache_dir, http)
+        elif source == "archive":
+            rows, skipped = archive.collect(config.archive, tmp, config.max_pixels, cache_dir, http)
+        elif source == "folder":
+            rows, skipped = folder.collect(config.folder, config.max_pixels)
+            in_place = True
         else:  # params validation only lets implemented sources through
             raise AssertionError(source)
-        for row in rows:
-            row["path"] = (raw_dir / row["path"]).as_posix()
+        if not in_place:
+            for row in rows:
+                row["path"] = (raw_dir / row["path"]).as_posix()
         write_manifest(tmp, rows, skipped)

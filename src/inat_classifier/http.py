@@ -1,0 +1,260 @@
+"""HTTP for the download sources: polite, bounded, restartable, and only to the hosts we were given.
+
+* Every request names the tool in its User-Agent and goes only to an allow-listed host, redirects
+  included, so a hostile or changed API answer cannot send us elsewhere.
+* Timeouts, dropped connections, 5xx and 429 are retried with exponential backoff, or after the
+  server's Retry-After; after ``max_tries`` the failure is one line naming the URL.
+* A :class:`RateLimiter` spaces requests evenly across threads (iNaturalist asks for <= 60/minute).
+* :meth:`Client.fetch` completes a ``.part`` file with Range requests, so an interrupted download
+  resumes where it stopped and bytes already on disk are never fetched again.
+
+Waiting goes through :class:`HttpSettings` ``sleep``/``clock`` so tests run instantly and can check
+what was waited for.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from .errors import DataError
+
+USER_AGENT = "inat-classifier/0.1 (+https://github.com/<placeholder>/inat-classifier)"
+CHUNK = 1 << 16
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Reading the body through ``response.raw`` raises urllib3's own errors, not requests' wrappers.
+TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    user_agent: str = USER_AGENT
+    timeout: tuple[float, float] = (15.0, 60.0)  # connect, read (seconds)
+    max_tries: int = 6  # 1 + 5 retries: about a minute of backoff before giving up
+    backoff: float = 2.0  # first retry waits this long, doubling each time
+    max_wait: float = 300.0  # cap on backoff and on a server's Retry-After
+    trust_env: bool = True  # honour HTTP(S)_PROXY etc.; tests turn it off
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+class HttpError(DataError):
+    """A request failed for good: a 4xx answer, or transient failures beyond ``max_tries``."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient  # the network failed, not this URL: worth a rerun later
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying, after ``wait`` seconds if the server said so."""
+
+    def __init__(self, reason: str, wait: float | None = None):
+        super().__init__(reason)
+        self.wait = wait
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests a minute, evenly spaced, shared by all threads."""
+
+    def __init__(self, per_minute: float, settings: HttpSettings = HttpSettings()):
+        self.interval = 60.0 / per_minute
+        self._clock, self._sleep = settings.clock, settings.sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+
+    def defer(self, seconds: float) -> None:
+        """A 429 means we all go too fast: nobody sends before ``seconds`` from now."""
+        with self._lock:
+            self._next = max(self._next, self._clock() + seconds)
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def retry_after(value: str | None, max_wait: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at ``max_wait``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), max_wait)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return min(max(0.0, (when - datetime.now(timezone.utc)).total_seconds()), max_wait)
+
+
+class Client:
+    """Requests to allow-listed hosts with retries; one ``requests.Session`` per thread."""
+
+    def __init__(self, hosts: Iterable[str], settings: HttpSettings = HttpSettings()):
+        self.hosts = frozenset(host.lower() for host in hosts)
+        self.settings = settings
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def allowed(self, url: str) -> bool:
+        return urlsplit(url).scheme in ("http", "https") and host_of(url) in self.hosts
+
+    def check(self, url: str) -> None:
+        if not self.allowed(url):
+            raise HttpError(f"{url}: host '{host_of(url)}' is not allowed (allowed: {', '.join(sorted(self.hosts))})")
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = self.settings.trust_env
+            session.headers["User-Agent"] = self.settings.user_agent
+            session.hooks["response"].append(self._refuse_foreign_redirect)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _refuse_foreign_redirect(self, response: requests.Response, **_: object) -> None:
+        if response.is_redirect:
+            target = urljoin(response.url, response.headers.get("location", ""))
+            if not self.allowed(target):
+                response.close()
+                raise HttpError(f"{response.url}: redirects to '{target}', a host that is not allowed")
+
+    def _attempts(self, url: str, limiter: RateLimiter | None, attempt: Callable[[], object]) -> object:
+        """Run ``attempt`` until it succeeds, retrying :class:`_Retry` and transient errors with backoff."""
+        self.check(url)
+        reason = ""
+        for tries in range(1, self.settings.max_tries + 1):
+            if limiter:
+                limiter.wait()
+            try:
+                return attempt()
+            except _Retry as exc:
+                reason, wait = str(exc), exc.wait
+            except TRANSIENT as exc:
+                reason, wait = _one_line(exc), None
+            except requests.RequestException as exc:  # too many redirects, an invalid URL, ...
+                raise HttpError(f"{url}: {_one_line(exc)}") from None
+            if tries == self.settings.max_tries:
+                break
+            if wait is None:
+                wait = min(self.settings.backoff * 2 ** (tries - 1), self.settings.max_wait)
+            elif limiter:
+                limiter.defer(wait)
+            self.settings.sleep(wait)
+        raise HttpError(f"{url}: gave up after {self.settings.max_tries} tries; last: {reason}", transient=True)
+
+    def _check_status(self, response: requests.Response, url: str) -> None:
+        """Nothing for a success; otherwise raise :class:`_Retry` or a final :class:`HttpError`."""
+        status = response.status_code
+        if status < 400:
+            return
+        try:
+            detail = " ".join(next(response.iter_content(300), b"").decode("utf-8", "replace").split())
+        except TRANSIENT:
+            detail = ""
+        response.close()
+        if status in RETRY_STATUSES:
+            raise _Retry(f"HTTP {status}", retry_after(response.headers.get("retry-after"), self.settings.max_wait))
+        raise HttpError(f"{url}: HTTP {status} {response.reason}{': ' + detail if detail else ''}")
+
+    def get_json(self, url: str, params: dict | None = None, limiter: RateLimiter | None = None) -> object:
+        """GET a JSON document; a body cut short or not JSON counts as a transient failure."""
+
+        def attempt() -> object:
+            response = self._session().get(url, params=params, timeout=self.settings.timeout)
+            self._check_status(response, response.url)
+            try:
+                return response.json()
+            except ValueError:
+                raise _Retry("the answer is not complete JSON") from None
+
+        full = requests.Request("GET", url, params=params).prepare().url or url
+        return self._attempts(full, limiter, attempt)
+
+    def fetch(self, url: str, part: Path, limiter: RateLimiter | None = None) -> None:
+        """Complete ``part`` with the body of ``url``, resuming from the bytes already in it."""
+
+        def attempt() -> None:
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            response = self._session().get(url, headers=headers, stream=True, timeout=self.settings.timeout)
+            with response:
+                if response.status_code == 416 and have:
+                    if _total_size(response.headers.get("content-range")) == have:
+                        return  # finished before an interruption; nothing left to fetch
+                    part.unlink()
+                    raise _Retry("the partial file does not match the server's; starting again", 0.0)
+                self._check_status(response, url)
+                start = _range_start(response.headers.get("content-range")) if response.status_code == 206 else 0
+                if start not in (0, have):
+                    part.unlink()
+                    raise _Retry(f"server resumed at byte {start}, not {have}", 0.0)
+                expected = response.headers.get("content-length")
+                written = 0
+                with open(part, "ab" if start else "wb") as handle:
+                    # read1 hands over whatever has arrived and flush puts it on disk, so a kill
+                    # loses almost nothing that was received
+                    while block := response.raw.read1(CHUNK, decode_content=True):
+                        handle.write(block)
+                        handle.flush()
+                        written += len(block)
+                if expected is not None and written != int(expected):
+                    raise _Retry(f"connection closed after {written} of {expected} bytes")
+
+        part.parent.mkdir(parents=True, exist_ok=True)
+        self._attempts(url, limiter, attempt)
+
+
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _range_start(content_range: str | None) -> int | None:
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", content_range or "")
+    return int(match.group(1)) if match else None
+
+
+def _total_size(content_range: str | None) -> int | None:
+    match = re.match(r"bytes (?:\*|\d+-\d+)/(\d+)", content_range or "")
+    return int(match.group(1)) if match else None

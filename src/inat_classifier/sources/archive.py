@@ -1,0 +1,305 @@
+"""``archive``: a tar or zip of photos, checked against its sha256, then extracted safely.
+
+The archive is fetched into the download cache (resumable, see ``http.py``) or read in place from a
+local path; either way its sha256 must match ``download.archive.sha256`` before anything is opened.
+Before extracting, every member is checked and one bad member refuses the whole archive: no absolute
+paths, no ``..``, no link pointing outside the target, no device or FIFO, and caps on the member count
+and unpacked size against archive bombs. Extraction lands in the cache, keyed by the digest, so a
+rerun (DVC deletes ``data/raw`` first) does not unpack again. Then every image is decoded once and
+stored as RGB JPEG under ``data/raw/<split>/<class>/``.
+
+Layouts: ``folders`` (``train/<class>/*``, ``test/<class>/*``) or ``inat_json``, the iNat competition
+format (COCO-style JSON beside the image tree; see ``docs/data-sources.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from ..atomic import atomic_dir
+from ..errors import DataError
+from ..http import Client, HttpSettings, host_of
+from ..manifest import sha256_of
+from ..params import ArchiveSource
+from . import folder
+from .store import store_many
+
+CACHE_NAME = "archive"
+MAX_MEMBERS = 5_000_000  # the largest iNat competition archive has about 2.7 million
+MAX_BYTES = 1 << 40  # 1 TiB unpacked
+IMAGE_SUFFIXES = (".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to accept: where it is in the extracted tree and what the manifest says about it."""
+
+    split: str
+    cls: str
+    path: Path
+    photo_id: str = ""
+    license: str = ""
+    attribution: str = ""
+
+
+def collect(
+    config: ArchiveSource, out_dir: Path, max_pixels: int, cache_dir: Path, http: HttpSettings
+) -> tuple[list[dict], list[str]]:
+    store = cache_dir / CACHE_NAME
+    archive = obtain(config, store, http)
+    tree = store / f"{config.sha256}.d"
+    if not tree.is_dir():
+        for stale in store.glob(f".{tree.name}.*.tmp"):  # left by a killed extraction
+            shutil.rmtree(stale, ignore_errors=True)
+        with atomic_dir(tree) as tmp:
+            extract(archive, tmp)
+    if config.layout == "folders":
+        root = _content_root(tree, ("train", "test"))
+        items = [Item(split, cls, path) for split, cls, path in folder.scan(root, "download.archive.url")]
+        skipped: list[str] = []
+    else:
+        items, skipped = inat_json_items(_content_root(tree, (config.train_json,)), config)
+    rows, problems = _store(items, out_dir, max_pixels)
+    return rows, skipped + problems
+
+
+def obtain(config: ArchiveSource, store: Path, http: HttpSettings) -> Path:
+    """The archive as a local file whose sha256 is ``config.sha256``, fetching it if it is a URL."""
+    url, expected = config.url, config.sha256
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        cached = store / expected
+        if cached.is_file():  # named by its digest when it was stored
+            return cached
+        part = store / f"{expected}.part"
+        with Client([host_of(url)], http) as client:
+            client.fetch(url, part)
+        actual = sha256_of(part)
+        # Kept under its real digest: fixing a wrong sha256 param then needs no second download.
+        os.replace(part, store / actual)
+        path = store / actual
+    else:
+        path = Path(url2pathname(parts.path)) if parts.scheme == "file" else Path(url)
+        if not path.is_file():
+            raise DataError(f"download.archive.url: '{url}' is not a file")
+        actual = sha256_of(path)
+    if actual != expected:
+        raise DataError(
+            f"download.archive.sha256: {url} has sha256 {actual}, not {expected} "
+            "(the file changed or the digest is wrong); nothing was extracted"
+        )
+    return path
+
+
+def extract(archive: Path, target: Path, max_members: int = MAX_MEMBERS, max_bytes: int = MAX_BYTES) -> None:
+    """Unpack ``archive`` into ``target`` after checking every member; refuse it whole otherwise."""
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                _check_members(archive, [_tar_entry(m) for m in members], max_members, max_bytes)
+                tar.extractall(target, members=members, filter="data")  # a second line of defence
+        elif zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                entries = [_zip_entry(zf, info) for info in infos]
+                _check_members(archive, entries, max_members, max_bytes)
+                for info, (_, kind, _, _) in zip(infos, entries):
+                    if kind != "link":  # zipfile cannot create links; an inside link is simply left out
+                        zf.extract(info, target)
+        else:
+            raise DataError(f"{archive}: not a tar (.tar, .tar.gz, .tar.bz2, .tar.xz) or zip archive")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        raise DataError(f"{archive}: cannot be unpacked ({' '.join(str(exc).split())})") from None
+
+
+# (name, kind, size, link target) with kind one of file, dir, link, hardlink, device, other
+Entry = tuple[str, str, int, str]
+
+
+def _tar_entry(member: tarfile.TarInfo) -> Entry:
+    if member.isdev():  # character or block device, or FIFO
+        kind = "device"
+    elif member.issym():
+        kind = "link"
+    elif member.islnk():
+        kind = "hardlink"
+    elif member.isfile():
+        kind = "file"
+    elif member.isdir():
+        kind = "dir"
+    else:
+        kind = "other"
+    return member.name, kind, member.size, member.linkname
+
+
+def _zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Entry:
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return info.filename, "link", 0, zf.read(info).decode("utf-8", "replace")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return info.filename, "device", 0, ""
+    return info.filename, "dir" if info.is_dir() else "file", info.file_size, ""
+
+
+def _stays_inside(path: str) -> bool:
+    """True if ``path`` is relative and, read lexically, never climbs above its starting folder."""
+    if not path or "\x00" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        return False
+    depth = 0
+    for part in path.replace("\\", "/").split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return True
+
+
+def _check_members(archive: Path, entries: list[Entry], max_members: int, max_bytes: int) -> None:
+    if len(entries) > max_members:
+        raise DataError(f"{archive}: refused, {len(entries)} members exceed the cap of {max_members}")
+    total = 0
+    for name, kind, size, link in entries:
+        refuse = f"{archive}: refused, member '{name}'"
+        if not _stays_inside(name) or ".." in name.replace("\\", "/").split("/"):
+            raise DataError(f"{refuse} has an absolute path or '..'")
+        if kind in ("device", "other"):
+            raise DataError(f"{refuse} is a device, FIFO or other special file")
+        if kind == "link" and not _stays_inside(str(PurePosixPath(name).parent / link)):
+            raise DataError(f"{refuse} is a symlink pointing outside the archive (-> {link})")
+        if kind == "hardlink" and not _stays_inside(link):
+            raise DataError(f"{refuse} is a hard link pointing outside the archive (-> {link})")
+        total += size
+        if total > max_bytes:
+            raise DataError(f"{archive}: refused, members unpack to more than the cap of {max_bytes} bytes")
+
+
+def _content_root(tree: Path, markers: tuple[str, ...]) -> Path:
+    """``tree``, or its only folder when the archive wraps everything in one (``mydata/train/...``)."""
+    if any((tree / marker).exists() for marker in markers):
+        return tree
+    entries = [entry for entry in tree.iterdir() if not entry.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else tree
+
+
+def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list[str]]:
+    """Labelled images of the wanted supercategories from the train and test JSON (COCO style)."""
+    categories = _load_json(root, "categories_json", config.categories_json) if config.categories_json else None
+    wanted = {name.lower() for name in config.supercategories}
+    items, skipped = [], []
+    for split, key in (("train", "train_json"), ("test", "test_json")):
+        name = getattr(config, key)
+        data = _load_json(root, key, name)
+        try:
+            cats = {c["id"]: c for c in (categories if categories is not None else data["categories"])}
+            licenses = {lic["id"]: lic for lic in data.get("licenses", [])}
+            labels: dict[object, object] = {}
+            for annotation in data["annotations"]:
+                labels.setdefault(annotation["image_id"], annotation["category_id"])
+            for image in data["images"]:
+                category = cats.get(labels.get(image["id"]))
+                if category is None or (wanted and str(category.get("supercategory", "")).lower() not in wanted):
+                    continue
+                file_name = str(image["file_name"])
+                if not _stays_inside(file_name):
+                    skipped.append(f"{name}: image {image['id']}: file_name '{file_name}' points outside the archive")
+                    continue
+                holder = image.get("rights_holder") or ""
+                items.append(
+                    Item(
+                        split,
+                        _class_name(category),
+                        root / file_name,
+                        photo_id=str(image["id"]),
+                        license=_license_code(licenses.get(image.get("license"))),
+                        attribution=f"(c) {holder}" if holder else "",
+                    )
+                )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"download.archive.{key}: '{name}' is not in the iNat competition format ({exc!r})") from None
+    if not items:
+        raise DataError(
+            f"download.archive.supercategories: no labelled images of {', '.join(config.supercategories)} "
+            f"in {config.train_json} or {config.test_json}"
+        )
+    return sorted(items, key=lambda item: (item.split, item.cls, item.path.as_posix())), skipped
+
+
+def _load_json(root: Path, key: str, name: str) -> object:
+    path = root / name
+    if not _stays_inside(name) or not path.is_file():
+        found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))[:10]
+        raise DataError(f"download.archive.{key}: '{name}' is not in the archive (JSON files there: {found})")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"download.archive.{key}: '{name}' is not valid JSON ({exc})") from None
+
+
+def _class_name(category: dict) -> str:
+    name = " ".join(str(category.get("name", "")).replace("/", " ").split())
+    return name if name.strip(".") else f"category {category['id']}"
+
+
+def _license_code(license: dict | None) -> str:
+    """cc-by-nc etc. from a Creative Commons licence URL, as the iNaturalist API writes codes."""
+    if not license:
+        return ""
+    url = str(license.get("url", ""))
+    if "publicdomain/zero" in url:
+        return "cc0"
+    if "/licenses/" in url:
+        return "cc-" + url.split("/licenses/")[1].split("/")[0]
+    return str(license.get("name", ""))
+
+
+def _store(items: list[Item], out_dir: Path, max_pixels: int) -> tuple[list[dict], list[str]]:
+    """Decode and store each item as ``<split>/<class>/<name>.jpg``; unreadable ones are reported."""
+    taken: dict[Path, set[str]] = defaultdict(set)
+    pairs = []
+    for item in items:
+        folder_rel = Path(item.split) / item.cls
+        pairs.append((item.path, out_dir / folder_rel / _jpeg_name(item.path.name, taken[folder_rel])))
+    rows, skipped = [], []
+    for item, (_, target), result in zip(items, pairs, store_many(pairs, max_pixels, "storing images")):
+        if isinstance(result, str):
+            skipped.append(result)
+            continue
+        rows.append(
+            {
+                "path": target.relative_to(out_dir).as_posix(),
+                "split": item.split,
+                "class": item.cls,
+                "source": "archive",
+                "photo_id": item.photo_id,
+                "license": item.license,
+                "attribution": item.attribution,
+                "sha256": sha256_of(target),
+                "width": result[0],
+                "height": result[1],
+            }
+        )
+    return rows, skipped
+
+
+def _jpeg_name(name: str, taken: set[str]) -> str:
+    """The original name for JPEGs (stored as JPEG again), ``x.png.jpg`` for others; unique per folder."""
+    stem, suffix = os.path.splitext(name)
+    candidate = name if suffix.lower() in IMAGE_SUFFIXES else f"{name}.jpg"
+    counter = 1
+    while candidate.lower() in taken:  # lower: two names differing in case clash on macOS and Windows
+        candidate, counter = f"{stem}-{counter}.jpg", counter + 1
+    taken.add(candidate.lower())
+    return candidate

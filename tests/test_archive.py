@@ -1,0 +1,244 @@
+"""The archive source: both layouts, every archive format, sha256 checks and hostile members."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import write_image
+from fake_inaturalist import FakeInaturalist
+from inat_classifier.errors import DataError, ParamsError
+from inat_classifier.http import HttpSettings
+from inat_classifier.manifest import COLUMNS, read_manifest
+from inat_classifier.params import parse_params
+from inat_classifier.sources import download
+from inat_classifier.sources.archive import extract
+
+FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)
+TAR_MODES = {".tar": "w", ".tar.gz": "w:gz", ".tar.bz2": "w:bz2", ".tar.xz": "w:xz"}
+
+
+def folders_tree(root: Path) -> Path:
+    """train/{Aves a,Mammalia b}/ and test/ likewise, with awkward formats and one broken file."""
+    for split, count in (("train", 3), ("test", 2)):
+        for c, cls in enumerate(("Catharus ustulatus", "Procyon lotor")):
+            for i in range(count):
+                write_image(root / split / cls / f"{i}.jpg", seed=c * 10 + i)
+    write_image(root / "train" / "Procyon lotor" / "alpha.png", mode="RGBA", seed=7)
+    write_image(root / "train" / "Procyon lotor" / "0.JPEG", mode="L", seed=8, fmt="JPEG")  # same stem as 0.jpg
+    (root / "test" / "Procyon lotor" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    (root / "test" / "Procyon lotor" / ".DS_Store").write_bytes(b"junk")
+    return root
+
+
+def pack(tree: Path, archive: Path, prefix: str = "") -> Path:
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in files:
+                zf.write(path, prefix + path.relative_to(tree).as_posix())
+    else:
+        mode = next(m for suffix, m in TAR_MODES.items() if archive.name.endswith(suffix))
+        with tarfile.open(archive, mode) as tar:
+            for path in files:
+                tar.add(path, prefix + path.relative_to(tree).as_posix())
+    return archive
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def archive_params(url: str, sha256: str, **more) -> object:
+    return parse_params({"download": {"source": "archive", "archive": {"url": url, "sha256": sha256, **more}}})
+
+
+@pytest.mark.parametrize("suffix, prefix", [(".tar.gz", ""), (".zip", ""), (".tar", "mydata/"), (".tar.bz2", ""),
+                                            (".tar.xz", "")])
+def test_folders_layout_from_every_archive_format(tmp_path, suffix, prefix):
+    archive = pack(folders_tree(tmp_path / "tree"), tmp_path / f"photos{suffix}", prefix)
+    download(archive_params(str(archive), digest(archive)), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    manifest = read_manifest(tmp_path / "raw")
+    assert list(manifest.columns) == COLUMNS and set(manifest.source) == {"archive"}
+    counts = manifest.groupby(["split", "class"]).size().to_dict()
+    assert counts == {("train", "Catharus ustulatus"): 3, ("train", "Procyon lotor"): 5,
+                      ("test", "Catharus ustulatus"): 2, ("test", "Procyon lotor"): 2}
+    names = set(manifest[(manifest.split == "train") & (manifest["class"] == "Procyon lotor")].path.map(
+        lambda p: Path(p).name))
+    assert names == {"0.jpg", "0.JPEG", "1.jpg", "2.jpg", "alpha.png.jpg"}
+    for row in manifest.itertuples():
+        with Image.open(row.path) as image:
+            assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (int(row.width), int(row.height)))
+        assert digest(Path(row.path)) == row.sha256
+    skipped = json.loads((tmp_path / "raw" / "report.json").read_text())["skipped"]
+    assert len(skipped) == 1 and "broken.jpg" in skipped[0]
+
+
+def test_http_archive_is_cached_and_a_wrong_digest_is_refused(tmp_path):
+    archive = pack(folders_tree(tmp_path / "tree"), tmp_path / "photos.zip")
+    with FakeInaturalist() as fake:
+        fake.static["/photos.zip"] = archive.read_bytes()
+        url, cache = f"{fake.base_url}/photos.zip", tmp_path / "cache"
+        wrong = "0" * 64
+        with pytest.raises(DataError, match=f"download.archive.sha256: {url} has sha256 {digest(archive)}, not {wrong}"):
+            download(archive_params(url, wrong), tmp_path / "raw", cache_dir=cache, http=FAST)
+        assert not (tmp_path / "raw").exists() and not list(cache.glob("archive/*.d"))
+        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        assert [entry["path"] for entry in fake.log] == ["/photos.zip"]  # fetched once, kept under its digest
+        assert fake.log[0]["agent"].startswith("inat-classifier/")
+    assert len(read_manifest(tmp_path / "raw")) == 12
+
+
+def test_file_url_and_missing_file(tmp_path):
+    archive = pack(folders_tree(tmp_path / "tree"), tmp_path / "photos.tar.gz")
+    download(archive_params(archive.as_uri(), digest(archive)), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    assert len(read_manifest(tmp_path / "raw")) == 12
+    with pytest.raises(DataError, match="download.archive.url: '.*nowhere.tar' is not a file"):
+        download(archive_params(str(tmp_path / "nowhere.tar"), "a" * 64), tmp_path / "raw2", cache_dir=tmp_path / "c")
+
+
+def hostile_tar(path: Path, kind: str) -> Path:
+    with tarfile.open(path, "w") as tar:
+        good = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(good, "JPEG")
+        info = tarfile.TarInfo("train/a/ok.jpg")
+        info.size = len(good.getvalue())
+        tar.addfile(info, io.BytesIO(good.getvalue()))
+        info = tarfile.TarInfo({"dotdot": "train/../../evil.jpg", "absolute": "/tmp/evil.jpg"}.get(kind, "train/a/x"))
+        if kind in ("dotdot", "absolute"):
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"bad"))
+            return path
+        info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
+                     "device": tarfile.CHRTYPE}[kind]
+        info.linkname = {"symlink": "../../../outside", "hardlink": "../outside"}.get(kind, "")
+        tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("dotdot", "has an absolute path or '..'"),
+        ("absolute", "has an absolute path or '..'"),
+        ("symlink", "is a symlink pointing outside the archive \\(-> ../../../outside\\)"),
+        ("hardlink", "is a hard link pointing outside the archive \\(-> ../outside\\)"),
+        ("fifo", "is a device, FIFO or other special file"),
+        ("device", "is a device, FIFO or other special file"),
+    ],
+)
+def test_hostile_tar_members_refuse_the_whole_archive(tmp_path, kind, reason):
+    archive = hostile_tar(tmp_path / "bad.tar", kind)
+    with pytest.raises(DataError, match=f"bad.tar: refused, member '.*' {reason}") as caught:
+        download(archive_params(str(archive), digest(archive)), tmp_path / "work" / "raw", cache_dir=tmp_path / "cache")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "outside").exists()
+    assert not list((tmp_path / "cache").rglob("ok.jpg"))  # nothing was extracted
+    assert not (tmp_path / "work" / "raw").exists()
+
+
+@pytest.mark.parametrize("member, link", [("../evil.jpg", None), ("train/a/link.jpg", "../../../../etc/passwd")])
+def test_hostile_zip_members_refuse_the_whole_archive(tmp_path, member, link):
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("train/a/ok.jpg", b"x")
+        info = zipfile.ZipInfo(member)
+        if link:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, link or b"bad")
+    with pytest.raises(DataError, match="bad.zip: refused, member"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "out").exists()
+
+
+def test_too_many_members_and_not_an_archive(tmp_path):
+    archive = pack(folders_tree(tmp_path / "tree"), tmp_path / "photos.tar")
+    with pytest.raises(DataError, match="refused, 14 members exceed the cap of 10"):
+        extract(archive, tmp_path / "out", max_members=10)
+    with pytest.raises(DataError, match="refused, members unpack to more than the cap of 100 bytes"):
+        extract(archive, tmp_path / "out", max_bytes=100)
+    (tmp_path / "plain.txt").write_text("hello")
+    with pytest.raises(DataError, match="plain.txt: not a tar .* or zip archive"):
+        extract(tmp_path / "plain.txt", tmp_path / "out")
+
+
+def inat_tree(root: Path, obfuscate: bool = False) -> Path:
+    """The iNat 2017 competition layout: JSON beside train_val_images/<supercategory>/<name>/."""
+    categories = [
+        {"id": 0, "name": "Catharus ustulatus", "supercategory": "Aves"},
+        {"id": 1, "name": "Procyon lotor", "supercategory": "Mammalia"},
+        {"id": 2, "name": "Quercus alba", "supercategory": "Plantae"},
+    ]
+    licenses = [{"id": 1, "name": "Attribution-NonCommercial License", "url": "http://creativecommons.org/licenses/by-nc/4.0/"},
+                {"id": 2, "name": "Public Domain Dedication", "url": "http://creativecommons.org/publicdomain/zero/1.0/"}]
+    image_id = 100
+    for split, per_class in (("train2017", 3), ("val2017", 2)):
+        images, annotations = [], []
+        for category in categories:
+            for _ in range(per_class):
+                image_id += 1
+                name = f"train_val_images/{category['supercategory']}/{category['name']}/{image_id}.jpg"
+                write_image(root / name, seed=image_id)
+                images.append({"id": image_id, "width": 40, "height": 30, "file_name": name,
+                               "license": 1 + image_id % 2, "rights_holder": "Ann Observer"})
+                annotations.append({"id": image_id, "image_id": image_id, "category_id": category["id"]})
+        images.append({"id": 999 + per_class, "file_name": "train_val_images/Aves/Catharus ustulatus/gone.jpg",
+                       "license": 1, "width": 1, "height": 1})
+        annotations.append({"id": 1, "image_id": 999 + per_class, "category_id": 0})
+        shown = [{**c, "name": f"{c['id']:05d}"} for c in categories] if obfuscate else categories
+        data = {"info": {}, "images": images, "annotations": annotations, "categories": shown, "licenses": licenses}
+        (root / f"{split}.json").write_text(json.dumps(data))
+    if obfuscate:
+        (root / "categories.json").write_text(json.dumps(categories))
+    return root
+
+
+@pytest.mark.parametrize("obfuscate", [False, True])
+def test_inat_json_layout_keeps_the_chosen_supercategories(tmp_path, obfuscate):
+    archive = pack(inat_tree(tmp_path / "tree", obfuscate), tmp_path / "inat.tar.gz")
+    params = archive_params(str(archive), digest(archive), layout="inat_json",
+                            categories_json="categories.json" if obfuscate else "")
+    download(params, tmp_path / "raw", cache_dir=tmp_path / "cache")
+    manifest = read_manifest(tmp_path / "raw")
+    counts = manifest.groupby(["split", "class"]).size().to_dict()
+    assert counts == {("train", "Catharus ustulatus"): 3, ("train", "Procyon lotor"): 3,
+                      ("test", "Catharus ustulatus"): 2, ("test", "Procyon lotor"): 2}
+    assert set(manifest.license) == {"cc-by-nc", "cc0"}
+    assert set(manifest.attribution) == {"(c) Ann Observer"} and manifest.photo_id.is_unique
+    skipped = json.loads((tmp_path / "raw" / "report.json").read_text())["skipped"]
+    assert len(skipped) == 2 and all("gone.jpg: file not found" in s for s in skipped)
+
+
+def test_inat_json_errors_name_the_param(tmp_path):
+    archive = pack(inat_tree(tmp_path / "tree"), tmp_path / "inat.zip")
+    with pytest.raises(DataError, match="download.archive.test_json: 'test2018.json' is not in the archive"):
+        download(archive_params(str(archive), digest(archive), layout="inat_json", test_json="test2018.json"),
+                 tmp_path / "raw", cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="download.archive.supercategories: no labelled images of Fungi"):
+        download(archive_params(str(archive), digest(archive), layout="inat_json", supercategories=["Fungi"]),
+                 tmp_path / "raw", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    "archive, message",
+    [
+        ({"url": "x.tar"}, "download: archive.sha256 is required when source is archive"),
+        ({"sha256": "a" * 64}, "download: archive.url is required when source is archive"),
+        ({"url": "x.tar", "sha256": "abc"}, "download.archive.sha256: must be the 64 hex digits"),
+        ({"url": "ftp://host/x.tar", "sha256": "a" * 64}, "download.archive.url: 'ftp://host/x.tar': only http://"),
+        ({"url": "x.tar", "sha256": "a" * 64, "layout": "coco"}, "download.archive.layout: Input should be 'folders'"),
+    ],
+)
+def test_bad_archive_params_give_one_line(archive, message):
+    with pytest.raises(ParamsError) as caught:
+        parse_params({"download": {"source": "archive", "archive": archive}})
+    assert message in str(caught.value) and "\n" not in str(caught.value)

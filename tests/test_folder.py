@@ -1,0 +1,52 @@
+"""The folder source: a local train/test tree used in place, with unreadable files reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write_image
+from inat_classifier.errors import DataError, ParamsError
+from inat_classifier.manifest import COLUMNS, read_manifest, sha256_of
+from inat_classifier.params import parse_params
+from inat_classifier.sources import download
+
+
+def folder_params(path) -> object:
+    return parse_params({"download": {"source": "folder", "folder": {"path": str(path)}}})
+
+
+def test_folder_is_used_in_place_and_bad_files_are_reported(tmp_path):
+    root = tmp_path / "photos"
+    for split in ("train", "test"):
+        for cls in ("Catharus guttatus", "Procyon lotor"):
+            write_image(root / split / cls / "a.jpg", seed=1)
+    write_image(root / "train" / "Procyon lotor" / "b.png", mode="P", fmt="PNG")
+    (root / "train" / "Procyon lotor" / "notes.txt").write_text("not a photo")
+    (root / "test" / "Procyon lotor" / "empty.jpg").write_bytes(b"")
+    (root / "test" / "Procyon lotor" / "._a.jpg").write_bytes(b"macOS resource fork")
+    download(folder_params(root), tmp_path / "raw", cache_dir=tmp_path / "cache")
+
+    manifest = read_manifest(tmp_path / "raw")
+    assert list(manifest.columns) == COLUMNS and set(manifest.source) == {"folder"}
+    assert len(manifest) == 5
+    assert all(path.startswith(root.as_posix()) for path in manifest.path)
+    assert all(sha256_of(row.path) == row.sha256 for row in manifest.itertuples())
+    assert {p.name for p in (tmp_path / "raw").iterdir()} == {"manifest.csv", "report.json"}  # nothing copied
+    skipped = json.loads((tmp_path / "raw" / "report.json").read_text())["skipped"]
+    assert len(skipped) == 2 and any("notes.txt" in s for s in skipped) and any("empty.jpg" in s for s in skipped)
+
+
+def test_missing_folder_or_split_is_one_line_naming_the_param(tmp_path):
+    with pytest.raises(DataError, match="download.folder.path: '.*nowhere' is not a directory"):
+        download(folder_params(tmp_path / "nowhere"), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    write_image(tmp_path / "only_train" / "train" / "a" / "x.jpg")
+    with pytest.raises(DataError, match="download.folder.path: .*only_train has no test/ folder"):
+        download(folder_params(tmp_path / "only_train"), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_folder_source_needs_a_path():
+    with pytest.raises(ParamsError, match="download: folder.path is required when source is folder"):
+        parse_params({"download": {"source": "folder"}})
