@@ -2,7 +2,7 @@
 
 from inat_classifier import stage
 from inat_classifier.dataset import batches, load_split
-from inat_classifier.model import base_of, load_model, recalibrate_batchnorm, save_model, unfreeze
+from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, unfreeze
 from inat_classifier.params import Params
 from inat_classifier.training import LIVE_DIR, compile_model, fit, make_deterministic
 
@@ -24,7 +24,7 @@ def main(params: Params) -> None:
     )
     if batchnorm_trains:
         # Moving statistics lag weights that changed fast; match them to the final weights.
-        recalibrate_batchnorm(base_of(model), train.pixels, params.data.batch_size)
+        recalibrate_batchnorm(model, train.pixels)
     save_model(model, "models/model.keras")
 
 

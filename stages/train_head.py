@@ -2,7 +2,7 @@
 
 from inat_classifier import stage
 from inat_classifier.dataset import batches, load_split, read_classes
-from inat_classifier.model import base_of, build_classifier, recalibrate_batchnorm, save_model
+from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
 from inat_classifier.training import LIVE_DIR, compile_model, fit, make_deterministic
 
@@ -14,7 +14,7 @@ def main(params: Params) -> None:
     model = build_classifier(params.model, len(classes), params.data.image_size)
     if not params.model.pretrained:
         # A random base has no real BatchNorm statistics; without these every image looks the same.
-        recalibrate_batchnorm(base_of(model), train.pixels, params.data.batch_size)
+        recalibrate_batchnorm(model, train.pixels)
     compile_model(model, params.train_head.learning_rate)
     fit(
         model,

@@ -36,6 +36,8 @@ def split_metrics(labels: np.ndarray, probs: np.ndarray, top_k: int) -> dict:
 
 def per_class_table(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     """The study's table (images, correctly and incorrectly classified) with precision, recall and F1."""
+    if len(labels) == 0:
+        return pd.DataFrame(columns=PER_CLASS_COLUMNS)
     classes = np.arange(len(class_names))
     predicted = probs.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(

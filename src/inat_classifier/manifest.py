@@ -6,11 +6,13 @@ The licence and attribution columns are what CC-BY photos legally need when the 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from .atomic import write_csv, write_json
+from .errors import DataError
 
 RAW_DIR = Path("data/raw")
 MANIFEST = "manifest.csv"
@@ -57,8 +59,6 @@ def write_manifest(raw_dir: Path, rows: list[dict], skipped: list[str]) -> pd.Da
 
 
 def read_manifest(raw_dir: Path = RAW_DIR) -> pd.DataFrame:
-    from .errors import DataError
-
     path = Path(raw_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: missing; run the download stage first (dvc repro download)")
@@ -67,3 +67,10 @@ def read_manifest(raw_dir: Path = RAW_DIR) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: missing columns {', '.join(missing)}")
     return frame
+
+
+def read_report(raw_dir: Path = RAW_DIR) -> dict:
+    path = Path(raw_dir) / REPORT
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the download stage first (dvc repro download)")
+    return json.loads(path.read_text())

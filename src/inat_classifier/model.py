@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -79,26 +80,33 @@ def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) 
     return assemble(base, head_of(model), image_size, base_training=None if batchnorm_trains else False)
 
 
-def recalibrate_batchnorm(base: keras.Model, pixels: np.ndarray, batch_size: int) -> None:
+def recalibrate_batchnorm(model: keras.Model, pixels: np.ndarray, batch_size: int = 256) -> None:
     """Set every BatchNormalization layer's moving statistics to the average over ``pixels``.
 
     A random base in inference mode otherwise maps every image to the same features (its moving
     statistics are still the initial 0 and 1), and a model whose BatchNormalization trained keeps
-    statistics that lag its final weights. One pass in training mode with momentum k/(k+1) on the
-    k-th batch leaves the running mean of the batch statistics.
+    statistics that lag its final weights, in the head as much as in the base. One pass in training
+    mode, dropout off, with momentum k/(k+1) on the k-th batch leaves the running mean of the batch
+    statistics. Large batches keep the eager per-call overhead small.
     """
-    norms = [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [(layer.momentum, layer.trainable) for layer in norms]
+    layers = list(model._flatten_layers(include_self=False))
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    saved = [(layer.momentum, layer.trainable) for layer in norms], [layer.rate for layer in dropouts]
     try:
         for layer in norms:
             layer.trainable = True
+        for layer in dropouts:
+            layer.rate = 0.0
         for k, start in enumerate(range(0, len(pixels), batch_size)):
             for layer in norms:
                 layer.momentum = k / (k + 1)
-            base(pixels[start : start + batch_size].astype("float32"), training=True)
+            model(pixels[start : start + batch_size].astype("float32"), training=True)
     finally:
-        for layer, (momentum, trainable) in zip(norms, saved):
+        for layer, (momentum, trainable) in zip(norms, saved[0]):
             layer.momentum, layer.trainable = momentum, trainable
+        for layer, rate in zip(dropouts, saved[1]):
+            layer.rate = rate
 
 
 def save_model(model: keras.Model, target: str | Path) -> None:
@@ -106,7 +114,9 @@ def save_model(model: keras.Model, target: str | Path) -> None:
 
     DVC hashes outputs: a file that changed with the clock would rerun every downstream stage.
     """
-    with atomic_path(target) as raw, atomic_path(target) as stable:
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch, atomic_path(target) as stable:
+        raw = Path(scratch) / "raw.keras"
         model.save(raw)
         with zipfile.ZipFile(raw) as source, zipfile.ZipFile(stable, "w", zipfile.ZIP_DEFLATED) as out:
             for info in sorted(source.infolist(), key=lambda i: i.filename):

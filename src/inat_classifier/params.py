@@ -229,7 +229,7 @@ class ModelParams(Section):
 
 class TrainHead(Section):
     epochs: int = Field(10, ge=1)
-    learning_rate: PositiveFloat = 1e-2
+    learning_rate: PositiveFloat = 1e-3
 
 
 BatchNormMode = Literal["auto", "frozen", "train"]

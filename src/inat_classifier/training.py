@@ -60,4 +60,5 @@ def fit(
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         )
-    return model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
+    # The datasets shuffle themselves (seeded); Keras must not try to.
+    return model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)

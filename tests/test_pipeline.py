@@ -1,0 +1,140 @@
+"""The whole DVC pipeline in a temporary copy of the repository, with tiny settings.
+
+One module-scoped repro serves every check, since each dvc run imports TensorFlow and builds graphs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.pipeline
+
+TINY = {
+    "download": {"sample": {"train_images": 14, "test_images": 6, "min_side": 40, "max_side": 64}},
+    "data": {"image_size": 32, "batch_size": 8},
+    "train_head": {"epochs": 2},
+    "finetune": {"epochs": 2, "learning_rate": 0.001},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+class Repo:
+    def __init__(self, root: Path):
+        self.root = root
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVCLIVE_TEST": "true"}
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True)
+        if check and result.returncode:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def dvc(self, *args: str) -> str:
+        result = self.run("dvc", *args)
+        return result.stdout + result.stderr
+
+    def json(self, path: str) -> dict:
+        return json.loads((self.root / path).read_text())
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Repo:
+    root = tmp_path_factory.mktemp("repo")
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in tracked.splitlines():
+        if name.startswith(("metrics/", "dvclive/")) or name == "dvc.lock":
+            continue  # this copy makes its own
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repo = Repo(root)
+    repo.run("git", "init", "-q")
+    repo.run("git", "config", "user.email", "test@example.com")
+    repo.run("git", "config", "user.name", "test")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "copy")
+    repo.first_output = repo.dvc("repro")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "first run")
+    return repo
+
+
+def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
+    assert stages_run(repo.first_output) == ["download", "subset", "train_head", "finetune", "evaluate"]
+    metrics = repo.json("metrics/evaluate.json")
+    assert set(metrics) == {"train", "test", "licenses"}
+    assert metrics["licenses"] == {"cc0": repo.json("data/raw/report.json")["images"]}
+    for split in (metrics["train"], metrics["test"]):
+        assert {"accuracy", "balanced_accuracy", "macro_f1", "loss", "top_2_accuracy", "images"} <= set(split)
+        assert 0.0 <= split["accuracy"] <= 1.0
+    table = pd.read_csv(repo.root / "metrics/per_class_test.csv")
+    assert list(table.columns) == ["class_id", "class_name", "images", "correct", "incorrect", "precision", "recall", "f1"]
+    assert table.images.sum() == metrics["test"]["images"]
+    assert len(pd.read_csv(repo.root / "metrics/confusion_test.csv")) == metrics["test"]["images"]
+    assert pd.read_csv(repo.root / "metrics/per_class_val.csv").empty  # val is not in evaluate.splits
+    assert json.loads((repo.root / "data/subset/classes.json").read_text()) == [
+        "Sample maculata", "Sample reticulata", "Sample striata", "Sample tessellata"]
+    for phase in ("train_head", "finetune"):
+        logged = repo.json(f"dvclive/{phase}/metrics.json")
+        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(logged)
+        assert logged["step"] == TINY[phase]["epochs"] - 1
+
+
+def test_dvclive_left_dvc_yaml_alone(repo):
+    assert repo.run("git", "diff", "--exit-code", "HEAD~1", "--", "dvc.yaml").returncode == 0
+
+
+def test_second_repro_does_nothing(repo):
+    output = repo.dvc("repro")
+    assert stages_run(output) == []
+    assert "up to date" in repo.dvc("status")
+
+
+def test_training_is_deterministic_for_a_fixed_seed(repo):
+    repo.dvc("repro", "--force", "--single-item", "train_head")
+    repo.dvc("repro", "--force", "--single-item", "finetune")
+    repo.dvc("repro", "--force", "--single-item", "evaluate")
+    changed = repo.run("git", "status", "--porcelain").stdout
+    assert changed == "", f"a forced rerun changed: {changed}"
+
+
+def test_params_changes_rerun_only_the_stages_that_read_them(repo):
+    assert stages_run(repo.dvc("exp", "run", "-S", "finetune.learning_rate=0.003")) == ["finetune", "evaluate"]
+    assert stages_run(repo.dvc("exp", "run", "-S", "evaluate.top_k=1")) == ["evaluate"]
+    assert "top_1_accuracy" in repo.json("metrics/evaluate.json")["test"]
+    assert stages_run(repo.dvc("exp", "run", "-S", "subset.num_classes=3")) == [
+        "subset", "train_head", "finetune", "evaluate"]
+    assert len(json.loads((repo.root / "data/subset/classes.json").read_text())) == 3
+
+
+def test_experiments_are_comparable_with_dvc_tools(repo):
+    shown = repo.dvc("exp", "show", "--no-pager", "--md")
+    assert "evaluate.json" in shown or "test.accuracy" in shown
+    diff = repo.dvc("metrics", "diff", "--all", "--md")
+    assert "test.accuracy" in diff
+    repo.dvc("plots", "show", "-o", "plots_out")
+    page = (repo.root / "plots_out" / "index.html").read_text()
+    assert "Confusion matrix (test)" in page and "Fine-tuning" in page
