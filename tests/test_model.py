@@ -48,7 +48,7 @@ def test_a_random_base_in_inference_mode_sees_every_image_alike_until_recalibrat
 def test_recalibrating_the_whole_classifier_also_fits_the_head_batchnorm():
     model = build_classifier(ModelParams(), num_classes=2, image_size=SIZE)
     x = images()
-    recalibrate_batchnorm(model, x, batch_size=8)
+    recalibrate_batchnorm(model, x, batch_size=len(x))  # one batch: moving statistics = its statistics
     features = base_of(model)(x, training=False).numpy()
     head_mean = model.get_layer("head_bn").moving_mean.numpy()
     np.testing.assert_allclose(head_mean, features.mean(axis=0), rtol=1e-3, atol=1e-4)

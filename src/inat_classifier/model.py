@@ -98,10 +98,12 @@ def recalibrate_batchnorm(model: keras.Model, pixels: np.ndarray, batch_size: in
             layer.trainable = True
         for layer in dropouts:
             layer.rate = 0.0
+        # Splits are stored sorted by class: batches must be random samples of all of it.
+        order = np.random.default_rng(0).permutation(len(pixels))
         for k, start in enumerate(range(0, len(pixels), batch_size)):
             for layer in norms:
                 layer.momentum = k / (k + 1)
-            model(pixels[start : start + batch_size].astype("float32"), training=True)
+            model(pixels[order[start : start + batch_size]].astype("float32"), training=True)
     finally:
         for layer, (momentum, trainable) in zip(norms, saved[0]):
             layer.momentum, layer.trainable = momentum, trainable
