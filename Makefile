@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install repro test bench clean
+.PHONY: install repro test bench export clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ repro: install
 
 test: install
 	python -m pytest
+
+# SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run)
+export: install
+	python stages/export.py
 
 bench: install
 	python benchmarks/pipeline.py

@@ -1,9 +1,10 @@
 """Stage 4: unfreeze the base and fine-tune the whole classifier at a lower learning rate."""
 
 from inat_classifier import stage
-from inat_classifier.dataset import batches, load_split
+from inat_classifier.dataset import batches, load_split, read_classes
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, unfreeze
 from inat_classifier.params import Params
+from inat_classifier.predict import save_class_names
 from inat_classifier.training import LIVE_DIR, compile_model, fit, make_deterministic
 
 
@@ -26,6 +27,7 @@ def main(params: Params) -> None:
         # Moving statistics lag weights that changed fast; match them to the final weights.
         recalibrate_batchnorm(model, train.pixels)
     save_model(model, "models/model.keras")
+    save_class_names("models/model.keras", read_classes())  # so predict needs nothing but the model
 
 
 if __name__ == "__main__":

@@ -1,0 +1,208 @@
+"""``inat-classifier``: use the trained model (``predict``) or export it for serving (``export``).
+
+Heavy imports (TensorFlow, Keras) happen inside the commands, so ``--help`` answers at once.
+A user error is one line on stderr (``error: ...``) and exit status 2, as in the stage scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_MODEL = Path("models/model.keras")
+DEFAULT_EXPORT_DIR = Path("models/export")
+DEFAULT_EXPORT_METRICS = Path("metrics/export.json")
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inat-classifier", description="Use the trained species classifier on photos, or export it."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict",
+        help="top-k species for image files and folders",
+        description=(
+            "Classify image files, and image files found recursively in folders, with the trained model. "
+            "One row per readable image: path, prediction, probability, class_1, probability_1, ... "
+            "Unreadable files are reported on stderr and skipped."
+        ),
+    )
+    add = predict.add_argument
+    add("inputs", nargs="+", metavar="PATH", help="image files or folders")
+    add("--model", type=Path, default=DEFAULT_MODEL, metavar="PATH", help="a .keras model (default: %(default)s)")
+    add(
+        "--classes",
+        type=Path,
+        metavar="JSON",
+        help="JSON list of class names in label order (default: <model stem>.classes.json beside the model, "
+        "else data/subset/classes.json)",
+    )
+    add("-k", "--top-k", type=_positive, default=3, metavar="K", help="classes per image (default: %(default)s)")
+    add(
+        "--threshold",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="answer 'unknown' when the top probability is below this (default: %(default)s, never)",
+    )
+    add("--format", choices=("table", "csv", "json"), help="default: from --output's extension, else table")
+    add("-o", "--output", metavar="FILE", help="write here instead of stdout (written atomically)")
+    add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
+    add("--max-pixels", type=_positive, metavar="N", help="skip images larger than this (default: 50000000)")
+    add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
+    predict.set_defaults(handler=run_predict)
+
+    export = commands.add_parser(
+        "export",
+        help="SavedModel and TFLite (float16, int8) models, checked against the Keras model",
+        description=(
+            "Export the model as a SavedModel (TF Serving) and TFLite models with float16 and dynamic-range "
+            "int8 weights, run each on test images, and write sizes and top-1 agreement with the Keras model."
+        ),
+    )
+    add = export.add_argument
+    add("--model", type=Path, default=DEFAULT_MODEL, metavar="PATH", help="a .keras model (default: %(default)s)")
+    add(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_EXPORT_DIR,
+        metavar="DIR",
+        help="folder for the exported models, replaced as a whole (default: %(default)s)",
+    )
+    add(
+        "--metrics",
+        type=Path,
+        default=DEFAULT_EXPORT_METRICS,
+        metavar="FILE",
+        help="sizes and top-1 agreement as JSON (default: %(default)s)",
+    )
+    add(
+        "--images",
+        nargs="+",
+        metavar="PATH",
+        help="image files or folders to compare on (default: the test split, data/subset/test.csv)",
+    )
+    add("--classes", type=Path, metavar="JSON", help="class names (default: as for predict)")
+    add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
+    export.set_defaults(handler=run_export)
+    return parser
+
+
+def _require_model(path: Path) -> None:
+    """Fail fast, before TensorFlow loads, when the model file is missing (the same message as load_model)."""
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found; run the training stages first (dvc repro)")
+
+
+def _class_names(args: argparse.Namespace) -> list[str]:
+    from .predict import load_class_names, read_class_names
+
+    return read_class_names(args.classes) if args.classes else load_class_names(args.model)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    _require_model(args.model)
+    from .images import DEFAULT_MAX_PIXELS
+    from .model import load_model
+    from .predict import classify, collect_images, format_for, render, report_problems, write_output
+
+    fmt = format_for(args.output, args.format)
+    paths, missing = collect_images(args.inputs)
+    report_problems(missing)
+    if not paths:
+        raise UserError(f"no image files found in {', '.join(map(str, args.inputs))}")
+    names = _class_names(args)
+    model = load_model(args.model)
+    frame, problems = classify(
+        model,
+        paths,
+        names,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        progress=not args.no_progress and any(Path(item).is_dir() for item in args.inputs),
+    )
+    report_problems(problems)
+    write_output(render(frame, fmt), args.output)
+    skipped = len(problems) + len(missing)
+    print(f"classified {len(frame)} image(s), skipped {skipped}", file=sys.stderr)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    _require_model(args.model)
+    from .atomic import write_json
+    from .export import check_agreement, export_model, summary
+    from .model import load_model
+    from .predict import collect_images, input_size, report_problems
+
+    names = _class_names(args)
+    model = load_model(args.model)
+    size = input_size(model)
+    if args.images:
+        from .images import load_many
+
+        paths, missing = collect_images(args.images)
+        report_problems(missing)
+        pixels, _, problems = load_many(paths, size, desc="decoding")
+        report_problems(problems)
+    else:
+        from .dataset import load_split
+        from .params import load_params
+
+        params = load_params()
+        if params.data.image_size != size:
+            raise UserError(
+                f"{args.model} takes {size} px images but data.image_size is {params.data.image_size}; pass --images"
+            )
+        pixels = load_split("test", params).pixels
+    report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=args.model)
+    write_json(args.metrics, report)
+    print(summary(report), file=sys.stderr)
+    check_agreement(report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The export stage on a model trained here: SavedModel and TFLite (float16, int8), each checked against Keras.
+
+One export (one conversion per format, about a minute on two CPU cores) is shared by the module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("keras")
+
+from conftest import REPO  # noqa: E402
+from tiny_classifier import CLASSES, SIZE, dataset, train_tiny_classifier, write_picture  # noqa: E402
+
+from inat_classifier.cli import main  # noqa: E402
+from inat_classifier.errors import UserError  # noqa: E402
+from inat_classifier.export import MIN_AGREEMENT, agreement, check_agreement, tflite_runner  # noqa: E402
+from inat_classifier.model import save_model  # noqa: E402
+from inat_classifier.params import load_params  # noqa: E402
+from inat_classifier.predict import save_class_names  # noqa: E402
+
+TEST_IMAGES = 16
+
+
+def run_stage(script: str) -> None:
+    spec = importlib.util.spec_from_file_location(f"stage_{script}", REPO / "stages" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(load_params())
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A repository-like folder with params, a test split (one file corrupt) and a trained model, exported."""
+    root = tmp_path_factory.mktemp("repo")
+    (root / "params.yaml").write_text("data:\n  image_size: 32\n  batch_size: 8\n")
+    rows = []
+    for i in range(TEST_IMAGES):
+        label = i % 2
+        path = write_picture(root / "data" / "raw" / f"{i:02d}.png", label, seed=100 + i, size=(30 + i, 50 - i),
+                             mode="L" if i == 3 else "RGB")
+        rows.append({"path": str(path.relative_to(root)), "label": label, "class_name": CLASSES[label]})
+    (root / "data" / "raw" / "bad.jpg").write_bytes(b"not a jpeg")
+    rows.append({"path": "data/raw/bad.jpg", "label": 0, "class_name": CLASSES[0]})
+    (root / "data" / "subset").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(root / "data" / "subset" / "test.csv", index=False)
+    model = train_tiny_classifier()
+    save_model(model, root / "models" / "model.keras")
+    save_class_names(root / "models" / "model.keras", CLASSES)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        run_stage("export")
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(workspace):
+    return json.loads((workspace / "metrics" / "export.json").read_text())
+
+
+def test_metrics_hold_sizes_and_top1_agreement_for_every_format(report):
+    assert report["images"] == TEST_IMAGES  # the corrupt file was skipped, not fatal
+    assert report["keras"]["size_bytes"] > 0
+    for name in ("saved_model", "tflite_float16", "tflite_int8"):
+        entry = report[name]
+        assert entry["size_bytes"] > 0
+        assert entry["top1_agreeing"] == round(entry["top1_agreement"] * TEST_IMAGES)
+        assert 0.0 <= entry["max_probability_difference"] <= 1.0
+    assert report["saved_model"]["top1_agreement"] == 1.0
+    assert report["tflite_float16"]["top1_agreement"] >= MIN_AGREEMENT
+    assert 0.0 <= report["tflite_int8"]["top1_agreement"] <= 1.0
+    # float16 weights: 2 bytes instead of 4; int8 weights: 1 byte (EfficientNetB0's 4M parameters)
+    assert report["tflite_int8"]["size_bytes"] < report["tflite_float16"]["size_bytes"] < report["keras"]["size_bytes"]
+
+
+def test_artefacts_are_in_models_export_with_the_class_names(workspace, report):
+    export = workspace / "models" / "export"
+    assert (export / "saved_model" / "saved_model.pb").is_file()  # checked through serving_default, as TF Serving
+    assert report["tflite_float16"]["path"] == "models/export/model_float16.tflite"
+    for name, filename in (("tflite_float16", "model_float16.tflite"), ("tflite_int8", "model_int8.tflite")):
+        assert (export / filename).stat().st_size == report[name]["size_bytes"]
+    assert json.loads((export / "classes.json").read_text()) == CLASSES
+    assert sorted(p.name for p in (workspace / "models").iterdir()) == ["export", "model.classes.json", "model.keras"]
+
+
+def test_the_tflite_file_alone_reproduces_the_keras_probabilities(workspace):
+    """What a phone app would do: read the file, feed float 0..255 pixels of any batch size."""
+    model = train_tiny_classifier()
+    x, _ = dataset(5, seed=9)
+    expected = model(x, training=False).numpy()
+    run = tflite_runner((workspace / "models" / "export" / "model_float16.tflite").read_bytes())
+    np.testing.assert_allclose(run(x), expected, atol=0.02)
+    np.testing.assert_allclose(run(x[:1]), expected[:1], atol=0.02)
+
+
+def test_agreement_is_the_share_of_images_with_the_same_top1():
+    reference = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.51, 0.49]])
+    exported = np.array([[0.8, 0.2], [0.45, 0.55], [0.3, 0.7], [0.49, 0.51]])
+    assert agreement(reference, exported) == {
+        "top1_agreeing": 3,
+        "top1_agreement": 0.75,
+        "max_probability_difference": 0.1,
+    }
+    with pytest.raises(UserError, match="shape"):
+        agreement(reference, exported[:, :1])
+
+
+def test_an_export_that_disagrees_is_refused_after_the_report():
+    good = {"top1_agreement": 1.0}
+    check_agreement({"images": 200, "saved_model": good, "tflite_float16": {"top1_agreement": 0.99}})
+    with pytest.raises(UserError, match=r"tflite_float16 agrees on top-1 for 98.50% of 200 images \(needs >= 99%\)"):
+        check_agreement({"images": 200, "saved_model": good, "tflite_float16": {"top1_agreement": 0.985}})
+
+
+def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monkeypatch, capsys):
+    """The command's wiring, with the (slow, already tested) export replaced by a stand-in."""
+    import inat_classifier.export as export_module
+
+    seen = {}
+
+    def fake_export(model, out_dir, pixels, class_names, batch_size, model_path=None):
+        seen.update(out_dir=out_dir, images=len(pixels), names=class_names, size=pixels.shape[1])
+        entry = {"path": "x", "size_bytes": 1, "top1_agreeing": 0, "top1_agreement": 0.5}
+        return {"images": len(pixels), **{name: entry for name in export_module.FORMATS}}
+
+    monkeypatch.setattr(export_module, "export_model", fake_export)
+    write_picture(tmp_path / "photos" / "a.jpg", 0, seed=1)
+    write_picture(tmp_path / "photos" / "b.png", 1, seed=2)
+    code = main(["export", "--model", str(workspace / "models" / "model.keras"), "--images", str(tmp_path / "photos"),
+                 "--output-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "export.json")])
+    err = capsys.readouterr().err
+    assert seen == {"out_dir": tmp_path / "out", "images": 2, "names": CLASSES, "size": SIZE}
+    assert json.loads((tmp_path / "export.json").read_text())["images"] == 2
+    assert code == 2 and "error: exported model differs from the Keras model" in err

@@ -1,0 +1,106 @@
+"""reports/MODEL_CARD.md from plain data: every section the issue asks for, intervals, stable bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from inat_classifier.model_card import accuracy_interval, render_model_card, wilson_interval
+from inat_classifier.params import parse_params
+
+CLASSES = ["Catharus guttatus", "Catharus ustulatus", "Procyon lotor", "Sciurus carolinensis"]
+METRICS = {
+    "train": {"images": 1200, "accuracy": 0.96, "balanced_accuracy": 0.955, "macro_f1": 0.95, "loss": 0.12,
+              "top_2_accuracy": 0.99},
+    "test": {"images": 400, "accuracy": 0.9, "balanced_accuracy": 0.89, "macro_f1": 0.88, "loss": 0.3,
+             "top_2_accuracy": 0.97},
+}
+SUMMARY = {
+    "classes": 4,
+    "skipped_images": 2,
+    "train": {"images": 1020, "imbalance_ratio": 1.2, "per_class": dict(zip(CLASSES, [250, 270, 240, 260]))},
+    "val": {"images": 180, "imbalance_ratio": 1.1, "per_class": dict(zip(CLASSES, [44, 47, 43, 46]))},
+    "test": {"images": 400, "imbalance_ratio": 1.0, "per_class": dict(zip(CLASSES, [100] * 4))},
+}
+LICENSES = {"cc-by-nc": 1500, "cc-by": 300, "cc0": 200}
+INAT = parse_params({"download": {"source": "inaturalist", "inaturalist": {"train_year": 2017, "test_year": 2018}},
+                     "data": {"image_size": 224}, "model": {"weights": "imagenet"},
+                     "train_head": {"epochs": 20, "learning_rate": 0.01}})
+
+
+def card(params=INAT, **kwargs):
+    return render_model_card(params, CLASSES, METRICS, SUMMARY, LICENSES, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("correct", "n", "low", "high"),
+    [(5, 10, 0.2366, 0.7634), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (360, 400, 0.8667, 0.9257)],
+)
+def test_wilson_interval_matches_the_formula_values(correct, n, low, high):
+    got = wilson_interval(correct, n)
+    assert got == pytest.approx((low, high), abs=1e-4)
+    assert got[0] <= correct / n <= got[1]
+
+
+def test_wilson_interval_edge_cases():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+    assert accuracy_interval({"images": 400, "accuracy": 0.9}) == wilson_interval(360, 400)
+    assert accuracy_interval({"images": 0, "accuracy": 0.0}) is None
+
+
+def test_the_card_has_every_section_the_issue_asks_for():
+    text = card()
+    for heading in ["# Model card", "## Intended use", "## Training data", "### Licences and attribution",
+                    "## Recipe and params", "## Metrics", "## Known limits", "## How to reproduce"]:
+        assert heading in text
+    for limit in ["Classes outside the list", "Tracks, scat", "Geography"]:
+        assert limit in text
+
+
+def test_training_data_names_species_years_counts_and_where_attribution_lives():
+    text = card()
+    assert all(f"*{name}*" in text for name in CLASSES)
+    assert "**2017**" in text and "**2018**" in text
+    assert "| *Procyon lotor* | 240 | 43 | 100 |" in text
+    assert "| **total** | 1020 | 180 | 400 |" in text
+    assert "- CC BY-NC: 1500" in text and "- CC0 (no rights reserved): 200" in text
+    assert "`data/raw/manifest.csv`" in text and "`attribution`" in text
+    assert "evidence filter `not_other`" in text
+
+
+def test_metrics_show_a_wilson_interval_or_the_one_given():
+    text = card()
+    assert "| test | 400 | 0.900 (0.867-0.926) | 0.890 | 0.880 | 0.970 | 0.300 |" in text
+    assert "top 2 accuracy" in text
+    given = card(intervals={"test": (0.85, 0.95)})
+    assert "0.900 (0.850-0.950)" in given
+
+
+def test_recipe_shows_the_params_of_the_chosen_source_only():
+    text = card()
+    assert "Adam at 0.01 for 20 epochs" in text and "weights `imagenet`" in text
+    assert "image_size: 224" in text and "train_year: 2017" in text
+    assert "sha256:" not in text and "grayscale_fraction" not in text  # other sources' settings left out
+
+
+def test_the_sample_model_is_labelled_as_not_a_real_classifier():
+    sample = card(params=parse_params({}))
+    assert "trained on the generated offline sample" in sample and "not a classifier of real animals" in sample
+    assert "trained on the generated offline sample" not in card()
+
+
+def test_optional_inputs_and_export_table():
+    bare = render_model_card(INAT, CLASSES, {}, None, None)
+    assert "No split was evaluated" in bare and "Images per species" not in bare
+    export = {"images": 400, "saved_model": {"size_bytes": 34_900_000, "top1_agreement": 1.0,
+                                             "max_probability_difference": 0.0},
+              "tflite_float16": {"size_bytes": 8_100_000, "top1_agreement": 0.9975,
+                                 "max_probability_difference": 0.004}}
+    text = card(export=export)
+    assert "| `tflite_float16` | 8.1 | 99.75% | 0.004 |" in text
+
+
+def test_the_same_inputs_give_the_same_bytes():
+    assert card() == card()
+    assert card().endswith("\n") and not card().endswith("\n\n")
