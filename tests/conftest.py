@@ -11,7 +11,6 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("DVCLIVE_TEST", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 

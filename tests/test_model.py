@@ -1,5 +1,8 @@
 """The model library on tiny inputs: BatchNorm care, freezing, stable bytes, safe loading, weights files."""
 
+import re
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -88,6 +91,9 @@ def test_saved_model_bytes_depend_only_on_the_weights(classifier, tmp_path):
     save_model(classifier, tmp_path / "a.keras")
     save_model(classifier, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    # Keras writes memory addresses as shared object ids; other processes would get other bytes.
+    config = zipfile.ZipFile(tmp_path / "a.keras").read("config.json").decode()
+    assert max(int(n) for n in re.findall(r'"shared_object_id": (\d+)', config)) < 1000
     loaded = load_model(tmp_path / "a.keras")
     x = images(4)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)

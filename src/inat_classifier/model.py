@@ -127,7 +127,24 @@ def save_model(model: keras.Model, target: str | Path) -> None:
                     metadata = json.loads(data)
                     metadata.pop("date_saved", None)
                     data = json.dumps(metadata, sort_keys=True).encode()
+                elif info.filename == "config.json":
+                    config = json.loads(data)
+                    _renumber_shared_objects(config, {})
+                    data = json.dumps(config).encode()
                 out.writestr(zipfile.ZipInfo(info.filename, date_time=_ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
+
+
+def _renumber_shared_objects(node: object, ids: dict) -> None:
+    """Keras names shared objects by their memory address; number them in order of appearance."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "shared_object_id":
+                node[key] = ids.setdefault(value, len(ids) + 1)
+            else:
+                _renumber_shared_objects(value, ids)
+    elif isinstance(node, list):
+        for value in node:
+            _renumber_shared_objects(value, ids)
 
 
 def load_model(path: str | Path) -> keras.Model:
