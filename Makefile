@@ -27,7 +27,7 @@ test: install
 
 # SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run)
 export: install
-	python stages/export.py
+	inat-classifier export
 
 bench: install
 	python benchmarks/pipeline.py

@@ -1,11 +1,10 @@
-"""The export stage on a model trained here: SavedModel and TFLite (float16, int8), each checked against Keras.
+"""The export command on a model trained here: SavedModel and TFLite (float16, int8), each checked against Keras.
 
 One export (one conversion per format, about a minute on two CPU cores) is shared by the module.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -14,24 +13,15 @@ import pytest
 
 pytest.importorskip("keras")
 
-from conftest import REPO  # noqa: E402
 from tiny_classifier import CLASSES, SIZE, dataset, train_tiny_classifier, write_picture  # noqa: E402
 
 from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402
 from inat_classifier.export import MIN_AGREEMENT, agreement, check_agreement, tflite_runner  # noqa: E402
 from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.params import load_params  # noqa: E402
 from inat_classifier.predict import save_class_names  # noqa: E402
 
 TEST_IMAGES = 16
-
-
-def run_stage(script: str) -> None:
-    spec = importlib.util.spec_from_file_location(f"stage_{script}", REPO / "stages" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(load_params())
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +44,7 @@ def workspace(tmp_path_factory):
     save_class_names(root / "models" / "model.keras", CLASSES)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        run_stage("export")
+        assert main(["export"]) == 0  # defaults: models/model.keras, the test split, metrics/export.json
     return root
 
 
