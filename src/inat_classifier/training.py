@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import keras
@@ -14,7 +13,6 @@ LIVE_DIR = Path("dvclive")
 
 def make_deterministic(seed: int) -> None:
     """Same seed, same machine, same bytes: seeds every RNG and refuses non-deterministic ops."""
-    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 

@@ -2,8 +2,10 @@
 
 Each picture is a smooth, noisy background with one animal-shaped ellipse whose coat carries the
 species' pattern (stripes, spots, checks, a net, speckles, rings) at a random scale and angle, in
-random colours. Colour, brightness, size and position say nothing about the class, so a model has to
-learn texture, which a randomly initialised EfficientNetB0 can do within a few minutes of CPU time.
+colours that relate in a species-typical way (complementary, analogous, achromatic, ...) around a
+random hue. Size, position and hue say nothing about the class and mean colour little (a test keeps
+it a weak cue), so a model has to learn pattern and colour relations; a randomly initialised
+EfficientNetB0 learns them partly within a few minutes of CPU time (see README).
 Like the study's data, the test year has a class the train year lacks and classes differ in counts.
 Everything derives from ``seed``, so the bytes of every JPEG are the same on every run.
 """
