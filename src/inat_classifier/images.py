@@ -77,10 +77,11 @@ def load_resized(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXE
     return np.asarray(resized, dtype=np.uint8)
 
 
-def try_each(fn: Callable[[str | Path], T], paths: Sequence[str | Path], desc: str) -> list[T | str]:
+def try_each(fn: Callable[[str | Path], T], paths: Sequence[str | Path], desc: str | None) -> list[T | str]:
     """``fn`` over ``paths`` in threads (Pillow releases the GIL while decoding), with progress.
 
     An :class:`ImageError` becomes its one-line reason in the result: skipped and reported, not fatal.
+    ``desc=None`` hides the progress bar (for callers that show their own).
     """
 
     def one(path: str | Path) -> T | str:
@@ -90,14 +91,14 @@ def try_each(fn: Callable[[str | Path], T], paths: Sequence[str | Path], desc: s
             return str(exc)
 
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
-        return list(tqdm(pool.map(one, paths), total=len(paths), desc=desc, unit="img", mininterval=1.0))
+        return list(tqdm(pool.map(one, paths), total=len(paths), desc=desc, unit="img", mininterval=1.0, disable=desc is None))
 
 
 def load_many(
     paths: Sequence[str | Path],
     size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    desc: str = "decoding",
+    desc: str | None = "decoding",
 ) -> tuple[np.ndarray, list[int], list[str]]:
     """Pixels of the readable images, their indices into ``paths``, and why the others were skipped."""
     results = try_each(lambda path: load_resized(path, size, max_pixels), paths, desc)

@@ -17,7 +17,6 @@ import json
 import sys
 import weakref
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from .atomic import write_text
 from .errors import UserError
-from .images import DECODE_WORKERS, DEFAULT_MAX_PIXELS, ImageError, load_resized
+from .images import DEFAULT_MAX_PIXELS, load_many
 from .subset import CLASSES_FILE, SUBSET_DIR
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
@@ -176,30 +175,19 @@ def classify(
     names = np.asarray(class_names, dtype=object)
     predict = predictor(model)
 
-    def decode(path: str | Path) -> np.ndarray | str:
-        try:
-            return load_resized(path, size, max_pixels)
-        except ImageError as exc:
-            return str(exc)
-
     kept: list[str] = []
     problems: list[str] = []
     probs: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool, tqdm(
+    with tqdm(
         total=len(paths), desc="classifying", unit="img", disable=not progress, file=sys.stderr, mininterval=1.0
     ) as bar:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            pixels = []
-            for path, result in zip(chunk, pool.map(decode, chunk)):
-                if isinstance(result, str):
-                    problems.append(result)
-                else:
-                    kept.append(str(path))
-                    pixels.append(result)
-            if pixels:
-                batch = np.stack(pixels).astype("float32")
-                probs.append(np.asarray(predict(batch), dtype=np.float64))
+            pixels, readable, unreadable = load_many(chunk, size, max_pixels, desc=None)
+            problems += unreadable
+            kept += [str(chunk[i]) for i in readable]
+            if len(pixels):
+                probs.append(np.asarray(predict(pixels.astype("float32")), dtype=np.float64))
             bar.update(len(chunk))
     matrix = np.concatenate(probs) if probs else np.zeros((0, outputs))
     return _table(kept, matrix, names, k, threshold), problems
