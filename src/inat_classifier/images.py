@@ -23,6 +23,7 @@ from .errors import DataError
 DEFAULT_MAX_PIXELS = 50_000_000
 _BACKGROUND = (255, 255, 255)
 T = TypeVar("T")
+A = TypeVar("A")
 # Decoding is I/O and C code; results do not depend on the worker count.
 DECODE_WORKERS = min(8, os.cpu_count() or 1)
 
@@ -77,14 +78,14 @@ def load_resized(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXE
     return np.asarray(resized, dtype=np.uint8)
 
 
-def try_each(fn: Callable[[str | Path], T], paths: Sequence[str | Path], desc: str | None) -> list[T | str]:
+def try_each(fn: Callable[[A], T], paths: Sequence[A], desc: str | None) -> list[T | str]:
     """``fn`` over ``paths`` in threads (Pillow releases the GIL while decoding), with progress.
 
     An :class:`ImageError` becomes its one-line reason in the result: skipped and reported, not fatal.
     ``desc=None`` hides the progress bar (for callers that show their own).
     """
 
-    def one(path: str | Path) -> T | str:
+    def one(path: A) -> T | str:
         try:
             return fn(path)
         except ImageError as exc:
@@ -99,10 +100,29 @@ def load_many(
     size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     desc: str | None = "decoding",
+    into: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[int], list[str]]:
-    """Pixels of the readable images, their indices into ``paths``, and why the others were skipped."""
-    results = try_each(lambda path: load_resized(path, size, max_pixels), paths, desc)
-    kept = [i for i, result in enumerate(results) if isinstance(result, np.ndarray)]
+    """Pixels of the readable images, their indices into ``paths``, and why the others were skipped.
+
+    ``into`` (len(paths) x size x size x 3 uint8, e.g. a disk-backed memmap) receives the pixels in
+    place, so a set larger than memory never has to fit in it; the kept rows end up at its front.
+    """
+
+    def load(item: tuple[int, str | Path]) -> np.ndarray | bool:
+        index, path = item
+        pixels = load_resized(path, size, max_pixels)
+        if into is None:
+            return pixels
+        into[index] = pixels
+        return True
+
+    results = try_each(load, list(enumerate(paths)), desc)
+    kept = [i for i, result in enumerate(results) if not isinstance(result, str)]
     problems = [result for result in results if isinstance(result, str)]
+    if into is not None:
+        for row, index in enumerate(kept):
+            if row != index:
+                into[row] = into[index]
+        return into[: len(kept)], kept, problems
     pixels = np.stack([results[i] for i in kept]) if kept else np.zeros((0, size, size, 3), np.uint8)
     return pixels, kept, problems

@@ -25,4 +25,4 @@ def store_rgb_jpeg(source: Path, target: Path, max_pixels: int) -> tuple[int, in
 
 def store_many(pairs: list[tuple[Path, Path]], max_pixels: int, desc: str) -> list[tuple[int, int] | str]:
     """:func:`store_rgb_jpeg` over (source, target) pairs in threads; a bad image gives its reason."""
-    return try_each(lambda pair: store_rgb_jpeg(pair[0], pair[1], max_pixels), pairs, desc)  # type: ignore[arg-type]
+    return try_each(lambda pair: store_rgb_jpeg(pair[0], pair[1], max_pixels), pairs, desc)
