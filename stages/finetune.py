@@ -2,26 +2,33 @@
 
 from inat_classifier import stage
 from inat_classifier.dataset import batches, load_split, read_classes
-from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, unfreeze
+from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
 from inat_classifier.params import Params
 from inat_classifier.predict import save_class_names
-from inat_classifier.training import LIVE_DIR, compile_model, fit, make_deterministic
+from inat_classifier.training import compile_model, fingerprint, fit, make_deterministic, use_device
+
+HEAD = "models/head.keras"
 
 
 def main(params: Params) -> None:
     make_deterministic(params.seed)
+    jit_compile = use_device(params.train)
     config = params.finetune
     batchnorm_trains = config.batchnorm_trains(params.model)
     train, val = load_split("train", params), load_split("val", params)
-    model = unfreeze(load_model("models/head.keras"), config.unfreeze, batchnorm_trains)
-    compile_model(model, config.learning_rate)
+    model = under_current_policy(load_model(HEAD), params.model)
+    model = unfreeze(model, config.unfrozen_layers(params.model), batchnorm_trains)
+    compile_model(model, config.learning_rate, jit_compile)
+    stamp = fingerprint(params, HEAD, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
     fit(
         model,
-        batches(train, params, training=True),
-        batches(val, params, training=False),
+        batches(train, params, shuffle=True, augment=True),
+        batches(val, params, shuffle=False, augment=False),
         config.epochs,
-        LIVE_DIR / "finetune",
+        "finetune",
+        stamp,
         patience=config.early_stopping_patience,
+        first_step=params.train_head.epochs,  # one axis for both phases
     )
     if batchnorm_trains:
         # Moving statistics lag weights that changed fast; match them to the final weights.

@@ -2,27 +2,33 @@
 
 from inat_classifier import stage
 from inat_classifier.dataset import batches, load_split, read_classes
+from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
-from inat_classifier.training import LIVE_DIR, compile_model, fit, make_deterministic
+from inat_classifier.training import compile_model, fingerprint, fit, make_deterministic, use_device
 
 
 def main(params: Params) -> None:
     make_deterministic(params.seed)
+    jit_compile = use_device(params.train)
+    config = params.train_head
     classes = read_classes()
     train, val = load_split("train", params), load_split("val", params)
     model = build_classifier(params.model, len(classes), params.data.image_size)
     if not params.model.pretrained:
         # A random base has no real BatchNorm statistics; without these every image looks the same.
         recalibrate_batchnorm(model, train.pixels)
-    compile_model(model, params.train_head.learning_rate)
-    fit(
-        model,
-        batches(train, params, training=True),
-        batches(val, params, training=False),
-        params.train_head.epochs,
-        LIVE_DIR / "train_head",
-    )
+    if config.feature_cache:  # the base is frozen: run it once per view, then train the head alone
+        trained = head_model(model)
+        train_data = feature_batches(base_features(model, train, params, config.feature_cache), train.labels, params, True)
+        val_data = feature_batches(base_features(model, val, params, 1), val.labels, params, False)
+    else:
+        trained = FrozenBaseHead(model)
+        train_data = batches(train, params, shuffle=True, augment=True)
+        val_data = batches(val, params, shuffle=False, augment=False)
+    compile_model(trained, config.learning_rate, jit_compile)
+    stamp = fingerprint(params, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
+    fit(trained, train_data, val_data, config.epochs, "train_head", stamp)
     save_model(model, "models/head.keras")
 
 

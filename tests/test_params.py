@@ -58,6 +58,9 @@ def test_every_schema_key_appears_in_params_yaml():
         ({"model": {"weights": "missing.weights.h5"}}, "model.weights: weights file 'missing.weights.h5' does not exist"),
         ({"model": {"weights": "foo"}}, "model.weights: 'foo' is not imagenet, none or a .h5/.keras"),
         ({"finetune": {"unfreeze": 0}}, "finetune.unfreeze"),
+        ({"train": {"precision": "float16"}}, "train.precision: Input should be 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'"),
+        ({"train_head": {"feature_cache": -1}}, "train_head.feature_cache: Input should be greater than or equal to 0"),
+        ({"data": {"cache": "ram"}}, "data.cache: Input should be 'auto', 'memory' or 'disk'"),
         ({"augment": {"fill_mode": "mirror"}}, "augment.fill_mode: Input should be 'reflect'"),
         ({"augment": {"brightness": [1.2, 0.8]}}, "augment.brightness: must be [low, high]"),
         ({"evaluate": {"splits": ["holdout"]}}, "evaluate.splits.0: Input should be 'train', 'val' or 'test'"),
@@ -85,6 +88,14 @@ def test_batchnorm_auto_follows_the_weights():
     assert params.finetune.batchnorm_trains(params.model) is False
     params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"batchnorm": "train"}})
     assert params.finetune.batchnorm_trains(params.model) is True
+
+
+def test_unfreeze_auto_is_the_keras_examples_top_20_for_pretrained_weights_and_all_for_none():
+    assert parse_params({}).finetune.unfrozen_layers(parse_params({}).model) == "all"
+    params = parse_params({"model": {"weights": "imagenet"}})
+    assert params.finetune.unfrozen_layers(params.model) == 20
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"unfreeze": 7}})
+    assert params.finetune.unfrozen_layers(params.model) == 7
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

@@ -31,10 +31,15 @@ def build_base(config: ModelParams, image_size: int) -> keras.Model:
         raise UserError(f"model.weights: cannot load '{config.weights}' into {config.backbone}: {reason}") from None
 
 
-def assemble(base: keras.Model, head: list[keras.Layer], image_size: int, base_training: bool | None) -> keras.Model:
-    """Wire input -> base -> head. ``base_training=False`` pins the base to inference mode."""
+def assemble(base: keras.Model, head: list[keras.Layer], image_size: int) -> keras.Model:
+    """Wire input -> base -> head.
+
+    No ``training=False`` on the base: Keras 3 lets the outer call's ``training`` override it. Frozen
+    BatchNormalization layers stay in inference mode by being non-trainable; the frozen phase runs
+    the base in inference mode itself (``features.py``).
+    """
     inputs = keras.Input((image_size, image_size, 3), name="image")  # 0..255: EfficientNet rescales itself
-    x = base(inputs, training=base_training)
+    x = base(inputs)
     for layer in head:
         x = layer(x)
     return keras.Model(inputs, x, name="classifier")
@@ -49,7 +54,18 @@ def build_classifier(config: ModelParams, num_classes: int, image_size: int) -> 
         keras.layers.Dropout(config.dropout, name=HEAD_LAYERS[1]),
         keras.layers.Dense(num_classes, activation="softmax", name=HEAD_LAYERS[2], dtype="float32"),
     ]
-    return assemble(base, head, image_size, base_training=False)
+    return assemble(base, head, image_size)
+
+
+def under_current_policy(model: keras.Model, config: ModelParams) -> keras.Model:
+    """``model`` rebuilt in the global precision policy: loaded layers keep the one they were saved in."""
+    policy = keras.mixed_precision.global_policy().name
+    if base_of(model).dtype_policy.name == policy:
+        return model
+    num_classes, image_size = model.output_shape[-1], model.input_shape[1]
+    rebuilt = build_classifier(config.model_copy(update={"weights": "none"}), num_classes, image_size)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def base_of(model: keras.Model) -> keras.Model:
@@ -77,7 +93,7 @@ def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) 
         if isinstance(layer, keras.layers.BatchNormalization) and not batchnorm_trains:
             layer.trainable = False
     image_size = model.input_shape[1]
-    return assemble(base, head_of(model), image_size, base_training=None if batchnorm_trains else False)
+    return assemble(base, head_of(model), image_size)
 
 
 def recalibrate_batchnorm(model: keras.Model, pixels: np.ndarray, batch_size: int = 256) -> None:

@@ -7,14 +7,13 @@ dates), so DVC sees the card change only when the model or its data do.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import yaml
 
+from .evaluation import wilson_interval
 from .params import Params
 
-Z_95 = 1.959964  # two-sided 95% normal quantile
 SPLIT_ORDER = ("train", "val", "test")
 LICENSE_NAMES = {
     "cc0": "CC0 (no rights reserved)",
@@ -25,21 +24,6 @@ LICENSE_NAMES = {
     "cc-by-nc-sa": "CC BY-NC-SA",
     "cc-by-nc-nd": "CC BY-NC-ND",
 }
-
-
-def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``correct / n`` (95% by default); (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= correct <= n:
-        raise ValueError(f"correct ({correct}) must be between 0 and n ({n})")
-    p = correct / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    low = 0.0 if correct == 0 else max(0.0, centre - half)
-    high = 1.0 if correct == n else min(1.0, centre + half)
-    return low, high
 
 
 def accuracy_interval(split_metrics: Mapping) -> tuple[float, float] | None:
@@ -213,8 +197,8 @@ def _recipe(params: Params) -> str:
         f"2. Head: {params.model.backbone} base frozen (weights `{params.model.weights}`), global average pooling, "
         f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {params.train_head.learning_rate} "
         f"for {params.train_head.epochs} epochs, batch size {params.data.batch_size}, sparse categorical "
-        "cross-entropy.",
-        f"3. Fine-tuning: base unfrozen (`{finetune.unfreeze}` layers), BatchNormalization layers {bn}; Adam at "
+        f"cross-entropy; {_feature_cache(params.train_head.feature_cache)}.",
+        f"3. Fine-tuning: base unfrozen (`{finetune.unfrozen_layers(params.model)}` layers), BatchNormalization layers {bn}; Adam at "
         f"{finetune.learning_rate} for {finetune.epochs} epochs{stopping}.",
         f"4. Augmentation while training: rotation {augment.rotation} degrees, shifts {augment.width_shift} / "
         f"{augment.height_shift}, shear {augment.shear}, zoom {augment.zoom}, horizontal flip "
@@ -229,6 +213,12 @@ def _recipe(params: Params) -> str:
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _feature_cache(views: int) -> str:
+    if not views:
+        return "the frozen base runs on every augmented batch"
+    return f"the head trains on base features cached for {views} view(s) per image (1 plain, {views - 1} augmented)"
 
 
 def _params_shown(params: Params) -> dict:

@@ -177,6 +177,9 @@ class Subset(Section):
 class Data(Section):
     image_size: int = Field(48, ge=32, le=1024)
     batch_size: int = Field(32, ge=1, le=4096)
+    cache: Literal["auto", "memory", "disk"] = Field(
+        "auto", description="decoded uint8 images: memory when they fit in a quarter of RAM, else disk"
+    )
 
 
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
@@ -227,18 +230,34 @@ class ModelParams(Section):
         return self.weights != "none"
 
 
+Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+
+
+class Train(Section):
+    """How both training stages use the device; ``auto`` picks what was measured fastest there."""
+
+    precision: Precision = Field("auto", description="auto: mixed_float16 on a GPU, float32 on a CPU")
+    jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: on a GPU, off on a CPU")
+
+
 class TrainHead(Section):
     epochs: int = Field(10, ge=1)
     learning_rate: PositiveFloat = 1e-3
+    feature_cache: int = Field(
+        2, ge=0, description="0: end to end; N: base features of N views (1 plain + N-1 augmented)"
+    )
 
 
 BatchNormMode = Literal["auto", "frozen", "train"]
+UNFREEZE_PRETRAINED = 20
 
 
 class Finetune(Section):
     epochs: int = Field(12, ge=0)
     learning_rate: PositiveFloat = 1e-3
-    unfreeze: int | Literal["all"] = "all"
+    unfreeze: int | Literal["auto", "all"] = Field(
+        "auto", description="auto: the top 20 layers with pretrained weights, all with weights none"
+    )
     batchnorm: BatchNormMode = Field(
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
     )
@@ -248,8 +267,14 @@ class Finetune(Section):
     @classmethod
     def _unfreeze(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
-            raise ValueError("must be 'all' or a positive number of top layers")
+            raise ValueError("must be 'auto', 'all' or a positive number of top layers")
         return value
+
+    def unfrozen_layers(self, model: ModelParams) -> int | Literal["all"]:
+        """The Keras fine-tuning example's top 20 for pretrained weights; a random base must all learn."""
+        if self.unfreeze == "auto":
+            return UNFREEZE_PRETRAINED if model.pretrained else "all"
+        return self.unfreeze
 
     def batchnorm_trains(self, model: ModelParams) -> bool:
         """Pretrained statistics are worth protecting; a random base's are not (see README)."""
@@ -273,6 +298,7 @@ class Params(Section):
     data: Data = Data()
     augment: Augment = Augment()
     model: ModelParams = ModelParams()
+    train: Train = Train()
     train_head: TrainHead = TrainHead()
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()

@@ -1,14 +1,30 @@
-"""What both training stages share: determinism, compiling, fitting with dvclive logging."""
+"""What both training stages share: determinism, the device setup, compiling, resumable fitting.
+
+A training stage killed mid-epoch (``kill -9``, a lost machine) resumes from its last completed
+epoch when rerun: Keras' BackupAndRestore keeps weights and optimizer state outside DVC's outputs
+(DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
+curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
+resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings or inputs
+is discarded, never resumed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 from dvclive import Live
 
+from .atomic import write_json
+from .dataset import Batches, epoch_seeder
+from .params import Params, Train
+
 LIVE_DIR = Path("dvclive")
+CHECKPOINT_DIR = Path("checkpoints")  # not a DVC output: it must survive DVC cleaning a stage's outputs
 
 
 def make_deterministic(seed: int) -> None:
@@ -17,26 +33,90 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> None:
+def resolve_device(config: Train, gpu: bool) -> tuple[str, bool]:
+    """(precision policy, XLA) for ``auto``: measured faster on a GPU, far slower on this CPU."""
+    precision = config.precision if config.precision != "auto" else ("mixed_float16" if gpu else "float32")
+    jit_compile = config.jit_compile if config.jit_compile != "auto" else gpu
+    return precision, jit_compile
+
+
+def use_device(config: Train) -> bool:
+    """Set the global precision policy before any model is built; return whether to compile with XLA."""
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    precision, jit_compile = resolve_device(config, gpu)
+    keras.mixed_precision.set_global_policy(precision)
+    print(f"device: {'GPU' if gpu else 'CPU'}, precision {precision}, XLA {'on' if jit_compile else 'off'}")
+    return jit_compile
+
+
+def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
     )
+
+
+def fingerprint(params: Params, *inputs: str | Path) -> str:
+    """What a checkpoint must match to be resumed: every param and the bytes of the inputs."""
+    digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    for path in inputs:
+        digest.update(str(path).encode() + b"\0" + Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+class Resume(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that refuses a stale checkpoint and keeps the per-epoch logs with the weights."""
+
+    def __init__(self, directory: Path, stamp: str):
+        super().__init__(str(directory), save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
+        self.directory, self.stamp = Path(directory), stamp
+        self.history: list[dict] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        stamp_file, history_file = self.directory / "fingerprint", self.directory / "history.json"
+        if self.directory.exists() and (not stamp_file.is_file() or stamp_file.read_text() != self.stamp):
+            print(f"{self.directory}: checkpoint of other settings or inputs, starting afresh")
+            shutil.rmtree(self.directory)
+        super().on_train_begin(logs)
+        start = self.model._initial_epoch or 0
+        if start:
+            print(f"{self.directory}: resuming after epoch {start}")
+            self.history = json.loads(history_file.read_text())[:start]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(self.stamp)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # Logs first, weights second: a kill in between leaves logs for an epoch that is then redone.
+        self.history.append({name: round(float(value), 6) for name, value in sorted((logs or {}).items())})
+        write_json(self.directory / "history.json", self.history)
+        super().on_epoch_end(epoch, logs)
 
 
 class LiveLogger(keras.callbacks.Callback):
     """Per-epoch loss and accuracy (train and validation) to dvclive, without touching dvc.yaml.
 
-    dvc.yaml declares these files itself; dvclive would otherwise rewrite it on every run.
+    dvc.yaml declares these files itself; dvclive would otherwise rewrite it on every run. Steps
+    start at ``first_step`` so fine-tuning's epochs follow the head's on one axis; epochs done before
+    a resume are replayed from the checkpoint's logs.
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, resume: Resume, first_step: int = 0):
         super().__init__()
         self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False)
+        self.resume, self.first_step = resume, first_step
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        for epoch, logged in enumerate(self.resume.history):
+            self._log(epoch, logged)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for name, value in sorted((logs or {}).items()):
+        self._log(epoch, logs or {})
+
+    def _log(self, epoch: int, logs: dict) -> None:
+        self.live.step = self.first_step + epoch
+        for name, value in sorted(logs.items()):
             if name != "learning_rate":
                 self.live.log_metric(name, round(float(value), 6))
         self.live.next_step()
@@ -45,18 +125,44 @@ class LiveLogger(keras.callbacks.Callback):
         self.live.end()
 
 
+class EpochData(keras.callbacks.Callback):
+    """Keys the epoch about to run to its number: the batches (Keras opens its iterator afterwards)
+    and the model's dropout draws, so a resumed epoch repeats what an uninterrupted run would do."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.reseed_model = epoch_seeder(self.model.non_trainable_variables)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.set_epoch(epoch)
+        self.reseed_model(epoch)
+
+
 def fit(
     model: keras.Model,
-    train: tf.data.Dataset,
-    val: tf.data.Dataset,
+    train: Batches,
+    val: Batches,
     epochs: int,
-    live_dir: Path,
+    stage: str,
+    stamp: str,
     patience: int = 0,
+    first_step: int = 0,
 ) -> keras.callbacks.History:
-    callbacks: list[keras.callbacks.Callback] = [LiveLogger(live_dir)]
-    if patience:
+    """Fit with dvclive logging to ``dvclive/<stage>`` and a resumable checkpoint in ``checkpoints/<stage>``.
+
+    The callbacks' order matters: Resume restores before LiveLogger replays, and saves each epoch's
+    logs before LiveLogger writes them.
+    """
+    resume = Resume(CHECKPOINT_DIR / stage, stamp)
+    callbacks: list[keras.callbacks.Callback] = [resume, LiveLogger(LIVE_DIR / stage, resume, first_step), EpochData(train)]
+    if patience:  # its patience counter restarts with a resumed run
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         )
-    # The datasets shuffle themselves (seeded); Keras must not try to.
-    return model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
+    # The datasets order themselves (seeded per epoch); Keras must not shuffle.
+    return model.fit(
+        train.dataset, validation_data=val.dataset, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False
+    )

@@ -1,0 +1,149 @@
+"""Training mechanics: device choice, the feature cache's equivalence, resuming after kill -9."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from inat_classifier.dataset import Split, batches  # noqa: E402
+from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
+from inat_classifier.model import build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
+from inat_classifier.params import Train, parse_params  # noqa: E402
+from inat_classifier.training import compile_model, fit, make_deterministic, resolve_device  # noqa: E402
+
+HERE = Path(__file__).parent
+NO_AUGMENT = {"rotation": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
+              "horizontal_flip": False, "brightness": [1, 1]}
+
+
+def test_auto_device_settings_are_mixed_precision_and_xla_on_a_gpu_only():
+    assert resolve_device(Train(), gpu=False) == ("float32", False)
+    assert resolve_device(Train(), gpu=True) == ("mixed_float16", True)
+    assert resolve_device(Train(precision="mixed_bfloat16", jit_compile=False), gpu=True) == ("mixed_bfloat16", False)
+    assert resolve_device(Train(precision="float32", jit_compile=True), gpu=False) == ("float32", True)
+
+
+def test_a_saved_float32_model_is_rebuilt_in_the_current_precision_with_its_weights():
+    params = parse_params({})
+    model = build_classifier(params.model, 3, 32)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        rebuilt = under_current_policy(model, params.model)
+        assert rebuilt.get_layer("efficientnetb0").dtype_policy.name == "mixed_bfloat16"
+        assert head_of(rebuilt)[-1].dtype_policy.name == "float32"  # softmax stays float32
+        for ours, theirs in zip(rebuilt.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert under_current_policy(model, params.model) is model
+
+
+def structured_split(n=24, size=32) -> Split:
+    rng = np.random.default_rng(1)
+    labels = np.arange(n, dtype=np.int32) % 3
+    ramp = np.linspace(0, 255, size)
+    pixels = np.stack([
+        np.clip(np.outer(ramp, np.ones(size)) * (label + 1) / 3 + rng.normal(0, 20, (size, size)), 0, 255)
+        for label in labels
+    ])
+    return Split("train", np.repeat(pixels[..., None], 3, -1).astype(np.uint8), labels, [], [])
+
+
+def recalibrated_classifier(params, split):
+    make_deterministic(params.seed)
+    model = build_classifier(params.model, 3, 32)
+    recalibrate_batchnorm(model, split.pixels)
+    return model
+
+
+def test_a_head_trained_on_cached_features_matches_one_trained_end_to_end(tmp_path, monkeypatch):
+    """Without augmentation the cache changes nothing but the cost: same batches, same head."""
+    monkeypatch.chdir(tmp_path)
+    params = parse_params({"data": {"image_size": 32, "batch_size": 8}, "augment": NO_AUGMENT,
+                           "train_head": {"epochs": 3, "feature_cache": 1}})
+    split = structured_split()
+
+    end_to_end = recalibrated_classifier(params, split)
+    frozen = FrozenBaseHead(end_to_end)
+    compile_model(frozen, 1e-2)
+    plain = batches(split, params, shuffle=False, augment=False)
+    fit(frozen, batches(split, params, shuffle=True, augment=False), plain, 3, "e2e", "a")
+
+    cached = recalibrated_classifier(params, split)
+    features = base_features(cached, split, params, views=1)
+    head = head_model(cached)
+    compile_model(head, 1e-2)
+    fit(head, feature_batches(features, split.labels, params, True),
+        feature_batches(features, split.labels, params, False), 3, "cached", "b")
+
+    trained = [w for layer in head_of(end_to_end) for w in layer.get_weights()]
+    for ours, theirs in zip([w for layer in head_of(cached) for w in layer.get_weights()], trained):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=2e-4)
+    assert not np.allclose(trained[-1], 0)  # the head did train
+    pixels = split.pixels.astype("float32")
+    np.testing.assert_allclose(cached.predict(pixels, verbose=0), end_to_end.predict(pixels, verbose=0), atol=1e-4)
+
+
+def test_augmented_views_differ_from_the_plain_view_and_repeat_per_seed():
+    params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
+    split = structured_split(n=8)
+    model = recalibrated_classifier(params, split)
+    first, again = base_features(model, split, params, 3), base_features(model, split, params, 3)
+    assert first.shape == (3, 8, 1280)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[1], first[2])
+    data = feature_batches(first, split.labels, params, shuffle=False)
+    data.set_epoch(4)  # epoch 4 of 3 views: view 1
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in data.dataset.as_numpy_iterator()]), first[1])
+
+
+def start(workdir: Path, *kill: int) -> subprocess.Popen:
+    workdir.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, str(HERE / "resumable_run.py"), "model.keras", *map(str, kill)],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out, err
+
+
+def test_a_run_killed_mid_epoch_resumes_and_ends_as_an_uninterrupted_run(tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    uninterrupted, killed = start(whole), start(resumed, 2)  # side by side: they are independent
+    code, out, err = finish(killed)
+    assert code == -9, err[-2000:]
+    assert not (resumed / "model.keras").exists()
+    assert len(json.loads((resumed / "checkpoints" / "finetune" / "history.json").read_text())) == 2
+    code, out, err = finish(start(resumed))
+    assert code == 0, err[-2000:]
+    assert "resuming after epoch 2" in out
+    assert finish(uninterrupted)[0] == 0
+    assert (resumed / "model.keras").read_bytes() == (whole / "model.keras").read_bytes()
+    curves = [(d / "dvclive" / "finetune" / "plots" / "metrics" / "loss.tsv").read_text() for d in (whole, resumed)]
+    assert curves[0] == curves[1]
+    assert [line.split("\t")[0] for line in curves[0].splitlines()[1:]] == ["3", "4", "5", "6"]
+    assert not (resumed / "checkpoints" / "finetune").exists()  # removed once the run finished
+
+
+def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "checkpoints" / "head"
+    stale.mkdir(parents=True)
+    (stale / "fingerprint").write_text("other settings")
+    (stale / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
+    split = structured_split(n=8)
+    model = recalibrated_classifier(params, split)
+    features = base_features(model, split, params, 1)
+    head = head_model(model)
+    compile_model(head, 1e-3)
+    data = feature_batches(features, split.labels, params, False)
+    history = fit(head, data, data, 2, "head", "these settings")
+    assert len(history.history["loss"]) == 2  # both epochs ran: nothing was resumed
+    assert not stale.exists()
