@@ -7,6 +7,7 @@ import io
 import json
 import stat
 import tarfile
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from fake_inaturalist import FakeInaturalist
 from inat_classifier.errors import DataError, ParamsError
 from inat_classifier.http import HttpSettings
 from inat_classifier.manifest import COLUMNS, read_manifest
-from inat_classifier.params import parse_params
+from inat_classifier.params import ArchiveSource, parse_params
 from inat_classifier.sources import download
-from inat_classifier.sources.archive import extract
+from inat_classifier.sources.archive import extract, inat_json_items
 
 FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)
 TAR_MODES = {".tar": "w", ".tar.gz": "w:gz", ".tar.bz2": "w:bz2", ".tar.xz": "w:xz"}
@@ -242,3 +243,29 @@ def test_bad_archive_params_give_one_line(archive, message):
     with pytest.raises(ParamsError) as caught:
         parse_params({"download": {"source": "archive", "archive": archive}})
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_full_competition_json_is_streamed_in_bounded_memory(tmp_path):
+    """Memory follows the images kept (here one in a hundred), not the file's size."""
+    count = 50_000
+    categories = [{"id": 0, "name": "Vulpes vulpes", "supercategory": "Mammalia"},
+                  {"id": 1, "name": "Quercus robur", "supercategory": "Plantae"}]
+    images = ",".join(f'{{"id": {i}, "file_name": "train_val_images/x/{i}.jpg", "width": 800, "height": 600, '
+                      f'"license": 1, "rights_holder": "Observer number {i}"}}' for i in range(count))
+    annotations = ",".join(f'{{"id": {i}, "image_id": {i}, "category_id": {int(i % 100 != 0)}}}' for i in range(count))
+    text = (f'{{"info": {{}}, "images": [{images}], "annotations": [{annotations}], '
+            f'"categories": {json.dumps(categories)}, "licenses": [{{"id": 1, "url": "http://creativecommons.org/licenses/by/4.0/"}}]}}')
+    for name in ("train.json", "test.json"):
+        (tmp_path / name).write_text(text)
+    size = len(text)
+    config = ArchiveSource(url="x", sha256="0" * 64, layout="inat_json", train_json="train.json", test_json="test.json")
+    tracemalloc.start()
+    items, skipped = inat_json_items(tmp_path, config)
+    streamed = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    json.loads((tmp_path / "train.json").read_text())
+    loaded = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(items) == 2 * count // 100 and not skipped  # every hundredth image is a mammal
+    assert {item.cls for item in items} == {"Vulpes vulpes"} and items[0].license == "cc-by"
+    assert streamed < size / 4 and loaded > 2 * size, (streamed, size, loaded)

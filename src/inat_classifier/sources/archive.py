@@ -26,12 +26,14 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+import ijson
+
 from ..atomic import atomic_dir
 from ..errors import DataError
 from ..http import Client, HttpSettings, host_of
 from ..manifest import sha256_of
 from ..params import ArchiveSource
-from . import folder
+from . import folder, inat_json
 from .store import store_many
 
 CACHE_NAME = "archive"
@@ -195,22 +197,23 @@ def _content_root(tree: Path, markers: tuple[str, ...]) -> Path:
 
 
 def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list[str]]:
-    """Labelled images of the wanted supercategories from the train and test JSON (COCO style)."""
+    """Labelled images of the wanted supercategories from the train and test JSON, streamed."""
     categories = _load_json(root, "categories_json", config.categories_json) if config.categories_json else None
     wanted = {name.lower() for name in config.supercategories}
     items, skipped = [], []
     for split, key in (("train", "train_json"), ("test", "test_json")):
         name = getattr(config, key)
-        data = _load_json(root, key, name)
+        path = _json_path(root, key, name)
         try:
-            cats = {c["id"]: c for c in (categories if categories is not None else data["categories"])}
-            licenses = {lic["id"]: lic for lic in data.get("licenses", [])}
-            labels: dict[object, object] = {}
-            for annotation in data["annotations"]:
-                labels.setdefault(annotation["image_id"], annotation["category_id"])
-            for image in data["images"]:
+            cats = {c["id"]: c for c in (categories if categories is not None else inat_json.records(path, "categories"))}
+            if not cats:
+                raise KeyError("categories")
+            licenses = {lic["id"]: lic for lic in inat_json.records(path, "licenses")}
+            kept = {i for i, c in cats.items() if not wanted or str(c.get("supercategory", "")).lower() in wanted}
+            labels = inat_json.image_labels(path, kept)
+            for image in inat_json.records(path, "images"):
                 category = cats.get(labels.get(image["id"]))
-                if category is None or (wanted and str(category.get("supercategory", "")).lower() not in wanted):
+                if category is None:
                     continue
                 file_name = str(image["file_name"])
                 if not _stays_inside(file_name):
@@ -227,6 +230,8 @@ def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list
                         attribution=f"(c) {holder}" if holder else "",
                     )
                 )
+        except ijson.JSONError as exc:
+            raise DataError(f"download.archive.{key}: '{name}' is not valid JSON ({exc})") from None
         except (KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"download.archive.{key}: '{name}' is not in the iNat competition format ({exc!r})") from None
     if not items:
@@ -237,11 +242,17 @@ def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list
     return sorted(items, key=lambda item: (item.split, item.cls, item.path.as_posix())), skipped
 
 
-def _load_json(root: Path, key: str, name: str) -> object:
+def _json_path(root: Path, key: str, name: str) -> Path:
     path = root / name
     if not _stays_inside(name) or not path.is_file():
         found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))[:10]
         raise DataError(f"download.archive.{key}: '{name}' is not in the archive (JSON files there: {found})")
+    return path
+
+
+def _load_json(root: Path, key: str, name: str) -> object:
+    """A small JSON file (the 2018 categories), read whole."""
+    path = _json_path(root, key, name)
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
