@@ -22,14 +22,19 @@ $(STAMP): requirements.lock pyproject.toml
 repro: install
 	dvc repro
 
+# Two workers, one test file each at a time: the slow pipeline file runs beside the rest.
 test: install
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile
 
 # SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run)
 export: install
 	inat-classifier export
 
+# Speed at 224 px against the study's ImageDataGenerator (tf-keras, installed without its `tensorflow`
+# requirement: tensorflow-cpu provides it), then the default pipeline's wall time.
 bench: install
+	$(BIN)/python -m pip install --quiet --no-deps "tf-keras==2.21.0"
+	python benchmarks/speed.py
 	python benchmarks/pipeline.py
 
 clean:
