@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from conftest import write_image
 from inat_classifier.augment import build_augmenter
@@ -57,15 +58,35 @@ def test_training_batches_are_shuffled_and_augmented_but_evaluation_batches_are_
     assert not np.allclose(np.sort(trained.reshape(10, -1).sum(1)), np.sort(split.pixels.reshape(10, -1).sum(1)))
 
 
-def test_augmented_pixels_stay_in_efficientnets_input_range():
-    augmenter = build_augmenter(Augment(), seed=1)
-    out = augmenter(np.full((2, 32, 32, 3), 250.0, np.float32), training=True).numpy()
-    assert out.min() >= 0.0 and out.max() <= 255.0
+def test_augmented_pixels_stay_in_efficientnets_input_range_and_depend_only_on_the_seed():
+    augmenter = build_augmenter(Augment(brightness=(1.5, 2.0)))
+    images = tf.constant(np.full((2, 32, 32, 3), 250, np.uint8))
+    out = augmenter(images, tf.constant([1, 7], tf.int64)).numpy()
+    assert out.min() >= 0.0 and out.max() <= 255.0 and out.max() == 255.0  # brightened, then clipped
+    again = augmenter(images, tf.constant([1, 7], tf.int64)).numpy()
+    other = augmenter(images[:, :, :, :] // 2 + 1, tf.constant([1, 8], tf.int64)).numpy()
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, other)
 
 
-def test_switching_every_augmentation_off_gives_no_augmenter():
-    off = Augment(rotation=0, width_shift=0, height_shift=0, shear=0, zoom=0, horizontal_flip=False, brightness=(1, 1))
-    assert build_augmenter(off, seed=0) is None
+def test_each_transform_moves_pixels_as_imagedatagenerator_would():
+    """A bright dot moved by one transform at a time lands where ImageDataGenerator's matrix says."""
+    image = np.zeros((1, 33, 33, 3), np.uint8)
+    image[0, 8, 24] = 255  # row 8, column 24; the centre is (16, 16)
+    off = dict(rotation=0, width_shift=0, height_shift=0, shear=0, zoom=0, horizontal_flip=False, brightness=(1, 1))
+
+    def dot(seed=0, **setting):
+        out = build_augmenter(Augment(**{**off, **setting}, fill_mode="constant"))(
+            tf.constant(image), tf.constant([0, seed], tf.int64)).numpy()[0, ..., 0]
+        return np.unravel_index(out.argmax(), out.shape)
+
+    assert {dot(seed, horizontal_flip=True) for seed in range(12)} == {(8, 24), (8, 8)}  # a coin toss
+    row, col = dot(rotation=180)  # a random angle: the dot stays on its circle around the centre
+    assert abs(np.hypot(row - 16, col - 16) - np.hypot(8, 8)) <= 1.5
+    row, col = dot(width_shift=0.5)  # columns move, rows stay
+    assert row == 8 and col != 24
+    row, col = dot(zoom=0.5)  # the dot moves along the ray from the centre
+    assert (row - 16) * (col - 16) < 0
 
 
 def test_load_split_skips_unreadable_images_and_reports_them(tmp_path, capsys):

@@ -2,10 +2,9 @@
 
 Decoded uint8 pixels live in memory when they fit (``data.cache``), otherwise in an unlinked
 memory-mapped file that disappears with the process, even after ``kill -9``. Epoch ``e``'s order
-and augmentation depend only on ``(seed, e)``: the shuffle is stateless and the augmentation layers
-are reseeded at each epoch start, so a run resumed from a checkpoint sees exactly the batches an
-uninterrupted run would have seen. Augmentation runs on whole batches in one ordered map (parallel
-maps would race on the layers' seed state) and overlaps the training step through ``prefetch``.
+and augmentation depend only on ``(seed, e)``: the shuffle and the augmentation are stateless, so a
+run resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
+Augmentation runs on whole uint8 batches and overlaps the training step through ``prefetch``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from .subset import CLASSES_FILE, SUBSET_DIR
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
 DISK_CACHE_DIR = Path("data/cache")
-_DRAWS_PER_EPOCH = 2**20  # room in each augmentation layer's seed counter for one epoch's batches
+DRAWS_PER_EPOCH = 2**20  # room in a seed counter for one epoch's batches
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,21 @@ def epoch_batches(
         return read, tf.gather(label_tensor, indices)
 
     data = tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size).map(gather)
-    return data, epoch
+    return data.with_options(_threading()), epoch
+
+
+def _threading() -> tf.data.Options:
+    """Without a GPU the model needs every core: the pipeline keeps to one thread.
+
+    On 2 cores at 224 px one thread augments about ten times faster than the model trains (see
+    benchmarks/speed.py); more threads would only compete with the model. With a GPU the pipeline
+    may use all the CPU's cores to keep the accelerator fed.
+    """
+    options = tf.data.Options()
+    if not tf.config.list_physical_devices("GPU"):
+        options.threading.private_threadpool_size = 1
+        options.threading.max_intra_op_parallelism = 1
+    return options
 
 
 def batches(split: Split, params: Params, *, shuffle: bool, augment: bool) -> Batches:
@@ -142,33 +155,16 @@ def batches(split: Split, params: Params, *, shuffle: bool, augment: bool) -> Ba
         lambda _, rows: pixels[rows], split.labels, pixels.shape[1:], tf.uint8,
         params.data.batch_size, params.seed, shuffle,
     )
-    data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    augmenter = build_augmenter(params.augment, params.seed) if augment else None
-    if augmenter is not None:
-        data = data.map(lambda x, y: (augmenter(x, training=True), y))
-    reseed = epoch_seeder(augmenter.non_trainable_variables if augmenter else [])
-
-    def set_epoch(value: int) -> None:
-        epoch.assign(value)
-        reseed(value)
-
-    return Batches(data.prefetch(tf.data.AUTOTUNE), set_epoch, steps_of(len(split), params.data.batch_size))
-
-
-def epoch_seeder(variables: list) -> Callable[[int], None]:
-    """Sets the random layers' seed counters among ``variables`` to a function of the epoch.
-
-    Keras' random layers (augmentation, dropout) draw from a counter that runs on over the whole
-    fit; keyed by epoch instead, any epoch's draws can be replayed on their own.
-    """
-    states = [v for v in variables if "seed_generator_state" in v.path]
-    seeds = [int(state.numpy()[0]) for state in states]
-
-    def reseed(epoch: int) -> None:
-        for state, seed in zip(states, seeds):
-            state.assign(np.array([seed, epoch * _DRAWS_PER_EPOCH], dtype=state.dtype))
-
-    return reseed
+    augmenter = build_augmenter(params.augment) if augment else None
+    if augmenter is None:
+        data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    else:  # batch i of epoch e draws from (seed, e, i) alone
+        seed = tf.constant(params.seed, tf.int64)
+        data = data.enumerate().map(
+            lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,  # stateless, so parallel batches stay deterministic (GPU)
+        )
+    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign, steps_of(len(split), params.data.batch_size))
 
 
 def steps_of(count: int, batch_size: int) -> int:

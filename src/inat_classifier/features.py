@@ -65,4 +65,4 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, params: Params, sh
         lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32,
         params.data.batch_size, params.seed, shuffle,
     )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), lambda e: epoch.assign(e), steps_of(len(labels), params.data.batch_size))
+    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign, steps_of(len(labels), params.data.batch_size))
