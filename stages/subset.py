@@ -1,10 +1,14 @@
-"""Stage 2: pick the classes, cap them, split train into train and validation."""
+"""Stage 2: pick the classes, cap them, split train into train and validation, drop leaked copies."""
+
+from dataclasses import asdict
+
+import pandas as pd
 
 from inat_classifier import stage
 from inat_classifier.atomic import atomic_dir, write_csv, write_json
 from inat_classifier.manifest import read_manifest
 from inat_classifier.params import Params
-from inat_classifier.subset import CLASSES_FILE, SUBSET_DIR, balance_summary, make_subset
+from inat_classifier.subset import CLASSES_FILE, DUPLICATE_COLUMNS, SUBSET_DIR, balance_summary, make_subset
 
 
 def main(params: Params) -> None:
@@ -17,9 +21,15 @@ def main(params: Params) -> None:
             write_csv(out / f"{split}.csv", frame)
         write_json(out / CLASSES_FILE, subset.classes)
         write_json(out / "skipped.json", subset.skipped)
+        write_csv(out / "duplicates.csv", pd.DataFrame([asdict(d) for d in subset.duplicates], columns=DUPLICATE_COLUMNS))
     write_json("metrics/subset.json", summary)
     print(f"classes: {', '.join(subset.classes)}")
     print(" ".join(f"{split}={summary[split]['images']}" for split in subset.splits))
+    for copy in subset.duplicates:
+        print(f"{copy.kind} duplicate: {copy.dropped_split} {copy.dropped_path} copies {copy.kept_split} {copy.kept_path}")
+    if subset.duplicates:
+        action = "dropped" if subset.dropped_duplicates else "kept (subset.drop_duplicates: false)"
+        print(f"{len(subset.duplicates)} cross-split duplicates {action}; listed in {SUBSET_DIR}/duplicates.csv")
 
 
 if __name__ == "__main__":

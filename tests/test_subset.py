@@ -1,5 +1,8 @@
+import shutil
+
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import write_image
 from inat_classifier.errors import DataError
@@ -11,8 +14,8 @@ def manifest_of(tmp_path, counts: dict[str, dict[str, int]]) -> pd.DataFrame:
     rows = []
     for split, per_class in counts.items():
         for name, count in per_class.items():
-            for i in range(count):
-                path = write_image(tmp_path / split / name / f"{i}.jpg", size=(24, 24), seed=i)
+            for i in range(count):  # every picture different: no accidental cross-split copies
+                path = write_image(tmp_path / split / name / f"{i}.jpg", size=(24, 24), seed=len(rows))
                 rows.append({"path": str(path), "split": split, "class": name})
     return pd.DataFrame(rows)
 
@@ -79,3 +82,23 @@ def test_balance_summary_reports_the_imbalance_ratio(tmp_path):
     summary = balance_summary(subset)
     counts = summary["train"]["per_class"]
     assert summary["train"]["imbalance_ratio"] == round(max(counts.values()) / min(counts.values()), 4)
+
+
+def test_a_photo_copied_from_train_into_test_is_caught_reported_and_dropped_from_test(tmp_path):
+    manifest = manifest_of(tmp_path, COUNTS)
+    train_a = manifest[(manifest.split == "train") & (manifest["class"] == "a")].path.tolist()
+    test_a = manifest[(manifest.split == "test") & (manifest["class"] == "a")].path.tolist()
+    shutil.copyfile(train_a[0], test_a[0])  # the same file uploaded twice
+    Image.open(train_a[1]).resize((30, 30)).save(test_a[1], quality=80)  # a re-encoded, resized copy
+
+    kept = make_subset(manifest, parse_params({"subset": {"drop_duplicates": False}}))
+    dropped = make_subset(manifest, parse_params({}))
+    copies = {(d.dropped_path, d.kind) for d in dropped.duplicates}
+    assert copies == {(test_a[0], "exact"), (test_a[1], "near")}
+    assert {d.kept_path for d in dropped.duplicates} <= set(train_a)
+    assert {test_a[0], test_a[1]} <= set(kept.splits["test"].path)
+    assert not {test_a[0], test_a[1]} & set(dropped.splits["test"].path)
+    pd.testing.assert_frame_equal(kept.splits["train"], dropped.splits["train"])  # training keeps its data
+    summary = balance_summary(dropped)["duplicates"]
+    assert summary == {"exact": 1, "near": 1, "in_val": 0, "in_test": 2, "dropped": 2}
+    assert balance_summary(kept)["duplicates"]["dropped"] == 0

@@ -39,7 +39,8 @@ class Duplicate:
     kind: Literal["exact", "near"]
 
 
-def _hash_one(path: str | Path, max_pixels: int) -> tuple[str, imagehash.ImageHash]:
+def hash_image(path: str | Path, max_pixels: int) -> tuple[str, imagehash.ImageHash]:
+    """(sha256 of the bytes, pHash); decoding it also proves the file readable (ImageError if not)."""
     image = open_rgb(path, max_pixels=max_pixels, draft=_DRAFT)
     try:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -55,7 +56,7 @@ def image_hashes(
 
     Unreadable files are left out silently: the subset stage reports them.
     """
-    results = try_each(lambda path: _hash_one(path, max_pixels), paths, desc)
+    results = try_each(lambda path: hash_image(path, max_pixels), paths, desc)
     return {str(path): result for path, result in zip(paths, results) if not isinstance(result, str)}
 
 
@@ -68,20 +69,23 @@ def find_cross_split_duplicates(
     max_distance: int = MAX_DISTANCE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     desc: str | None = None,
+    hashes: Mapping[str, tuple[str, imagehash.ImageHash]] | None = None,
 ) -> list[Duplicate]:
     """Each image of a later split that copies an image of an earlier one, with its closest match.
 
     Splits are ordered train < val < test (other names after these, in the given order); copies
     within one split are not leakage and are not reported. Each dropped image is reported once,
     against an exact copy if there is one, else the nearest hash (ties: earlier split, then
-    path). Results are sorted by dropped split, then path, whatever the input order.
+    path). Results are sorted by dropped split, then path, whatever the input order. ``hashes``
+    (from :func:`image_hashes`) saves decoding the images again.
     """
     if max_distance < 0:
         raise ValueError(f"max_distance must be >= 0, got {max_distance}")
     order = sorted(splits, key=lambda name: SPLIT_ORDER.index(name) if name in SPLIT_ORDER else len(SPLIT_ORDER))
     members = {name: sorted({str(path) for path in splits[name]}) for name in order}
     unique = sorted({path for paths in members.values() for path in paths})
-    hashes = image_hashes(unique, max_pixels, desc)
+    if hashes is None:
+        hashes = image_hashes(unique, max_pixels, desc)
 
     # One row per (split, readable image) in split order, then path order: argmin picks the earliest.
     rows = [(name, path) for name in order for path in members[name] if path in hashes]

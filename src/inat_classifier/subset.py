@@ -13,13 +13,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .duplicates import Duplicate, find_cross_split_duplicates, image_hashes
 from .errors import DataError
-from .images import open_rgb, try_each
+from .images import ImageError, open_rgb
 from .params import Params
 
 SUBSET_DIR = Path("data/subset")
 CLASSES_FILE = "classes.json"
 SPLIT_COLUMNS = ["path", "label", "class_name"]
+DUPLICATE_COLUMNS = ["kept_split", "kept_path", "dropped_split", "dropped_path", "distance", "kind"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Subset:
     classes: list[str]
     splits: dict[str, pd.DataFrame]  # train, val, test with SPLIT_COLUMNS
     skipped: list[str]
+    duplicates: list[Duplicate]  # copies of an earlier split's photos in a later split
+    dropped_duplicates: bool
 
 
 def choose_classes(manifest: pd.DataFrame, explicit: list[str], count: int) -> list[str]:
@@ -51,10 +55,17 @@ def choose_classes(manifest: pd.DataFrame, explicit: list[str], count: int) -> l
     return sorted(ranked[:count])
 
 
-def readable(paths: list[str], max_pixels: int) -> tuple[list[bool], list[str]]:
-    """Decode each image once; unreadable ones are reported, not fatal."""
-    results = try_each(lambda path: open_rgb(path, max_pixels, draft=64), paths, "checking images")
-    return [not isinstance(r, str) for r in results], [r for r in results if isinstance(r, str)]
+def readable(paths: list[str], max_pixels: int) -> tuple[list[bool], list[str], dict]:
+    """Decode each image once: which are readable, why the others are not, and their hashes."""
+    hashes = image_hashes(paths, max_pixels, "checking images")
+    problems = []
+    for path in paths:
+        if path not in hashes:
+            try:  # only the unreadable few are opened again, for their reason
+                open_rgb(path, max_pixels, draft=64)
+            except ImageError as exc:
+                problems.append(str(exc))
+    return [path in hashes for path in paths], problems, hashes
 
 
 def _cap(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
@@ -68,7 +79,7 @@ def make_subset(manifest: pd.DataFrame, params: Params) -> Subset:
     config = params.subset
     classes = choose_classes(manifest, config.classes, config.num_classes)
     chosen = manifest[manifest["class"].isin(classes)].copy()
-    ok, skipped = readable(chosen["path"].tolist(), params.download.max_pixels)
+    ok, skipped, hashes = readable(chosen["path"].tolist(), params.download.max_pixels)
     chosen = chosen[np.asarray(ok, dtype=bool)]
     label_of = {name: i for i, name in enumerate(classes)}
     chosen["label"] = chosen["class"].map(label_of)
@@ -86,16 +97,29 @@ def make_subset(manifest: pd.DataFrame, params: Params) -> Subset:
         )
     except ValueError as exc:
         raise DataError(f"subset.val_fraction: cannot split {len(train_all)} training images: {exc}") from None
+    splits = {"train": train, "val": val, "test": test}
+    duplicates = find_cross_split_duplicates({name: frame["path"] for name, frame in splits.items()}, hashes=hashes)
+    if config.drop_duplicates:  # from the later split only: evaluation gets stricter, training keeps its data
+        for name, frame in splits.items():
+            leaked = {d.dropped_path for d in duplicates if d.dropped_split == name}
+            splits[name] = frame[~frame["path"].isin(leaked)]
     splits = {
         name: frame.sort_values(["label", "path"], kind="stable")[SPLIT_COLUMNS].reset_index(drop=True)
-        for name, frame in (("train", train), ("val", val), ("test", test))
+        for name, frame in splits.items()
     }
-    return Subset(classes=classes, splits=splits, skipped=skipped)
+    return Subset(classes, splits, skipped, duplicates, config.drop_duplicates)
 
 
 def balance_summary(subset: Subset) -> dict:
-    """Counts per split and class and the imbalance ratio (largest / smallest class)."""
+    """Counts per split and class, the imbalance ratio (largest / smallest class), cross-split copies."""
     summary: dict = {"classes": len(subset.classes), "skipped_images": len(subset.skipped)}
+    summary["duplicates"] = {
+        "exact": sum(d.kind == "exact" for d in subset.duplicates),
+        "near": sum(d.kind == "near" for d in subset.duplicates),
+        "in_val": sum(d.dropped_split == "val" for d in subset.duplicates),
+        "in_test": sum(d.dropped_split == "test" for d in subset.duplicates),
+        "dropped": len(subset.duplicates) if subset.dropped_duplicates else 0,
+    }
     for split, frame in subset.splits.items():
         counts = frame["class_name"].value_counts()
         per_class = {name: int(counts.get(name, 0)) for name in subset.classes}
