@@ -1,4 +1,5 @@
-"""Stage 5: score the fine-tuned model on each split; write metrics, per-class tables, confusion data."""
+"""Stage 5: score the fine-tuned model on each split once, then derive every metrics file, plot data,
+the per-image test predictions, the Markdown report with its gallery and the model card from it."""
 
 import json
 from pathlib import Path
@@ -8,33 +9,62 @@ import numpy as np
 from inat_classifier import stage
 from inat_classifier.atomic import write_csv, write_json, write_text
 from inat_classifier.dataset import load_split, read_classes
-from inat_classifier.evaluation import confusion_rows, per_class_table, split_metrics
+from inat_classifier.evaluation import (
+    confusion_rows,
+    most_confused_pairs,
+    per_class_table,
+    prediction_rows,
+    recall_rows,
+    reliability_rows,
+    split_metrics,
+)
 from inat_classifier.manifest import read_report
 from inat_classifier.model import load_model
 from inat_classifier.model_card import render_model_card
 from inat_classifier.params import Params
+from inat_classifier.report import SplitReport, draw_gallery, render_report, worst_misclassified
 
-SPLITS = ("train", "val", "test")  # dvc.yaml declares a table and a confusion file for each
+SPLITS = ("train", "val", "test")  # dvc.yaml declares every file of each, evaluated or not
 
 
 def main(params: Params) -> None:
     classes = read_classes()
     model = load_model("models/model.keras")
-    results = {}
+    top_k = params.evaluate.top_k
+    results, reports = {}, {}
     for name in SPLITS:
         if name in params.evaluate.splits:
             split = load_split(name, params)
-            labels = split.labels
+            labels, paths = split.labels, split.paths
             probs = model.predict(split.pixels.astype("float32"), batch_size=params.data.batch_size, verbose=0)
-            results[name] = split_metrics(labels, probs, params.evaluate.top_k)
-            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in results[name].items()))
+            # float32 softmax rows sum to 1 only to float32 precision; scikit-learn checks at float64's
+            probs = probs.astype(np.float64)
+            probs /= probs.sum(axis=1, keepdims=True)
+            results[name] = split_metrics(labels, probs, top_k, classes)
+            shown = {k: v for k, v in results[name].items() if k != "per_class"}
+            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         else:  # not evaluated: header-only files, so stale numbers never linger
-            labels, probs = np.zeros(0, np.int32), np.zeros((0, len(classes)), np.float32)
-        write_csv(f"metrics/per_class_{name}.csv", per_class_table(labels, probs, classes))
+            labels, probs, paths = np.zeros(0, np.int32), np.zeros((0, len(classes)), np.float32), []
+        table = per_class_table(labels, probs, classes)
+        write_csv(f"metrics/per_class_{name}.csv", table)
         write_csv(f"metrics/confusion_{name}.csv", confusion_rows(labels, probs, classes))
+        write_csv(f"metrics/recall_{name}.csv", recall_rows(labels, probs, classes))
+        if name in results:
+            reports[name] = SplitReport(results[name], table, most_confused_pairs(labels, probs, classes))
+        if name == "test":
+            write_csv("metrics/reliability_test.csv", reliability_rows(labels, probs))
+            predictions = prediction_rows(paths, labels, probs, classes, top_k)
+            write_csv("metrics/predictions_test.csv", predictions)
     # Licences of the downloaded images: what sharing them (or a report showing them) requires.
     results["licenses"] = read_report()["licenses"]
     write_json("metrics/evaluate.json", results)
+
+    worst = worst_misclassified(predictions)  # empty when test is not evaluated: a placeholder PNG
+    tested = "test" in results
+    message = "no misclassified test images" if tested else "the test split was not evaluated"
+    draw_gallery(worst, "reports/worst_test.png", params.download.max_pixels, empty_message=message)
+    write_text("reports/evaluate.md", render_report(reports, top_k, worst if tested else None, "worst_test.png"))
+
     summary = json.loads(Path("metrics/subset.json").read_text())
     scored = {name: results[name] for name in SPLITS if name in results}
     write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))

@@ -19,6 +19,8 @@ from inat_classifier.evaluation import (
     most_confused_pairs,
     normalised_confusion,
     per_class_table,
+    prediction_columns,
+    prediction_rows,
     recall_rows,
     reliability_rows,
     slug,
@@ -309,3 +311,31 @@ def test_empty_splits_give_header_only_tables():
     assert list(recall_rows(labels, probs, NAMES).columns) == ["class_name", "recall"]
     assert normalised_confusion(labels, probs, NAMES).empty
     assert most_confused_pairs(labels, probs, NAMES) == []
+
+
+def test_prediction_rows_by_hand():
+    paths = [f"data/raw/test/x/{i}.jpg" for i in range(len(LABELS))]
+    rows = prediction_rows(paths, LABELS, PROBS, NAMES, top_k=2)
+    assert list(rows.columns) == [
+        "path", "true", "predicted", "confidence", "top1_class", "top1_prob", "top2_class", "top2_prob"
+    ]
+    assert len(rows) == 10 and rows.path.tolist() == paths
+    assert rows.iloc[1].tolist() == [
+        paths[1], "Anas platyrhynchos", "Catharus ustulatus", 0.5, "Catharus ustulatus", 0.5, "Anas platyrhynchos", 0.4
+    ]
+    # a tie (0.3, 0.3 behind 0.4) ranks the lower class id first, as argmax does
+    assert rows.iloc[6][["top1_class", "top2_class", "top2_prob"]].tolist() == ["Vulpes vulpes", "Anas platyrhynchos", 0.3]
+    assert (rows.predicted == rows.top1_class).all() and (rows.confidence == rows.top1_prob).all()
+    assert (rows.top1_prob >= rows.top2_prob).all()
+    assert (rows.true == np.asarray(NAMES)[LABELS]).all()
+    assert (rows.true != rows.predicted).sum() == 3
+    assert list(prediction_rows(paths, LABELS, PROBS, NAMES, top_k=3).columns)[-2:] == ["top3_class", "top3_prob"]
+
+
+def test_prediction_rows_refuse_bad_inputs_and_empty_splits_give_a_header():
+    with pytest.raises(ValueError, match="paths"):
+        prediction_rows(["a.jpg"], LABELS, PROBS, NAMES, 2)
+    with pytest.raises(ValueError, match="top_k"):
+        prediction_rows(["a.jpg"] * 10, LABELS, PROBS, NAMES, 4)
+    empty = prediction_rows([], np.zeros(0, np.int32), np.zeros((0, 3)), NAMES, 2)
+    assert empty.empty and list(empty.columns) == prediction_columns(2)

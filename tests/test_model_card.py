@@ -47,6 +47,15 @@ def test_wilson_interval_edge_cases():
         wilson_interval(11, 10)
     assert accuracy_interval({"images": 400, "accuracy": 0.9}) == wilson_interval(360, 400)
     assert accuracy_interval({"images": 0, "accuracy": 0.0}) is None
+    # the exact interval from evaluate.json wins over one rebuilt from the rounded accuracy
+    exact = {"images": 400, "accuracy": 0.9, "accuracy_ci_low": 0.8661, "accuracy_ci_high": 0.9259}
+    assert accuracy_interval(exact) == (0.8661, 0.9259)
+
+
+def test_metrics_with_per_class_entries_still_render():
+    nested = {split: {**m, "ece": 0.05, "per_class": {"procyon_lotor": {"recall": 0.9}}} for split, m in METRICS.items()}
+    text = render_model_card(INAT, CLASSES, nested, SUMMARY, LICENSES)
+    assert "| test | 400 | 0.900 (0.867-0.926) |" in text and "procyon_lotor" not in text
 
 
 def test_the_card_has_every_section_the_issue_asks_for():

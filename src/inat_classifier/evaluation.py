@@ -24,6 +24,7 @@ PER_CLASS_COLUMNS = ["class_id", "class_name", "images", "correct", "incorrect",
 RELIABILITY_COLUMNS = ["bin", "confidence", "accuracy", "images"]
 RECALL_COLUMNS = ["class_name", "recall"]
 NORMALISED_CONFUSION_COLUMNS = ["actual", "predicted", "share"]
+PREDICTION_COLUMNS = ["path", "true", "predicted", "confidence"]
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 ECE_BINS = 15
 
@@ -292,3 +293,37 @@ def most_confused_pairs(
     pairs = [(str(names[a]), str(names[p]), int(counts[a, p])) for a, p in zip(actual, guessed)]
     pairs.sort(key=lambda pair: (-pair[2], pair[0], pair[1]))
     return pairs[: max(top, 0)]
+
+
+def prediction_columns(top_k: int) -> list[str]:
+    """``path, true, predicted, confidence, top1_class, top1_prob, ..., top{k}_class, top{k}_prob``."""
+    ranked = [f"top{rank}_{what}" for rank in range(1, top_k + 1) for what in ("class", "prob")]
+    return [*PREDICTION_COLUMNS, *ranked]
+
+
+def prediction_rows(
+    paths: Sequence[str], labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str], top_k: int
+) -> pd.DataFrame:
+    """One row per image with its top-k classes and probabilities, so later analysis (error review,
+    thresholds, another metric) needs no re-run of the model. Ties rank the lower class id first,
+    as ``argmax`` does, so ``predicted`` is always ``top1_class``."""
+    labels, probs, predicted = _predictions(labels, probs)
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths for {len(labels)} labels")
+    if not 1 <= top_k <= probs.shape[1]:
+        raise ValueError(f"top_k must be between 1 and {probs.shape[1]}, got {top_k}")
+    columns = prediction_columns(top_k)
+    if len(labels) == 0:
+        return pd.DataFrame(columns=columns)
+    names = _check_names(class_names, probs)
+    ranked = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    data = {
+        "path": [str(path) for path in paths],
+        "true": names[labels],
+        "predicted": names[predicted],
+        "confidence": np.round(probs.max(axis=1), 6),
+    }
+    for rank in range(top_k):
+        data[f"top{rank + 1}_class"] = names[ranked[:, rank]]
+        data[f"top{rank + 1}_prob"] = np.round(np.take_along_axis(probs, ranked[:, rank : rank + 1], axis=1)[:, 0], 6)
+    return pd.DataFrame(data, columns=columns)

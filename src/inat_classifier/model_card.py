@@ -27,7 +27,11 @@ LICENSE_NAMES = {
 
 
 def accuracy_interval(split_metrics: Mapping) -> tuple[float, float] | None:
-    """The Wilson interval of a split's accuracy from its ``images`` and ``accuracy`` (rounded counts)."""
+    """The Wilson interval of a split's accuracy: ``accuracy_ci_low/high`` when the metrics have them
+    (computed from exact counts), else from ``images`` and ``accuracy`` (rounded counts)."""
+    low, high = split_metrics.get("accuracy_ci_low"), split_metrics.get("accuracy_ci_high")
+    if low is not None and high is not None:
+        return float(low), float(high)
     n, accuracy = split_metrics.get("images"), split_metrics.get("accuracy")
     if not n or accuracy is None:
         return None
@@ -260,7 +264,8 @@ def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[
         "Intervals are 95% Wilson score intervals for accuracy, treating test images as independent draws; "
         "photos of one observer or one animal are not independent, so the real uncertainty is larger. "
         "Per-class precision, recall and F1 are in `metrics/per_class_<split>.csv`, confusion matrices in "
-        "`dvc plots show`.",
+        "`dvc plots show`; `reports/evaluate.md` has the per-class tables, the most confused pairs and the "
+        "worst misclassified test photos.",
     ]
     if "test" in metrics and "train" in metrics:
         lines += [

@@ -1,0 +1,235 @@
+"""``reports/evaluate.md`` and its gallery ``reports/worst_test.png``: the evaluation as a person reads it.
+
+The metrics files serve machines (``dvc metrics diff``, plots); this report is what one reads on
+GitHub or in a CML comment: the study's per-class table, accuracy with its 95% interval, the
+classes most often taken for one another, and the photos the model got wrong most confidently.
+:func:`render_report` takes plain data and returns Markdown, and :func:`draw_gallery` draws a PNG
+with no metadata, so the same evaluation always gives the same bytes (DVC hashes both).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .atomic import atomic_path
+from .images import DEFAULT_MAX_PIXELS, ImageError, open_rgb
+
+SPLIT_ORDER = ("train", "val", "test")
+GALLERY_LIMIT = 8
+COLUMNS = 4
+TILE = 200  # photo area per tile (pixels, square); the label goes below it, long names are shortened
+LABEL_HEIGHT = 36  # two lines of the default font at FONT_SIZE
+FONT_SIZE = 12
+PAD = 4
+BACKGROUND, PHOTO_BACKGROUND = (255, 255, 255), (235, 235, 235)
+TEXT, WRONG = (20, 20, 20), (170, 0, 0)
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """What the report shows of one split: ``split_metrics`` output, ``per_class_table`` and
+    ``most_confused_pairs``."""
+
+    metrics: Mapping
+    table: pd.DataFrame
+    confused: Sequence[tuple[str, str, int]]
+
+
+# --- the worst predictions and their gallery ---------------------------------------------------
+
+
+def worst_misclassified(predictions: pd.DataFrame, limit: int = GALLERY_LIMIT) -> pd.DataFrame:
+    """The ``limit`` wrong predictions made with the highest confidence (ties by path): the errors
+    a threshold cannot catch, and often label noise or a look-alike worth a look."""
+    wrong = predictions[predictions["true"] != predictions["predicted"]]
+    ordered = wrong.sort_values(["confidence", "path"], ascending=[False, True], kind="stable")
+    return ordered.head(max(limit, 0)).reset_index(drop=True)
+
+
+def tile_label(true: str, predicted: str, confidence: float) -> str:
+    return f"true: {true} / predicted: {predicted} ({confidence:.2f})"
+
+
+def gallery_size(tiles: int, columns: int = COLUMNS) -> tuple[int, int]:
+    """Width and height in pixels of a gallery of ``tiles`` tiles (``tiles`` >= 1)."""
+    return min(tiles, columns) * TILE, math.ceil(tiles / columns) * (TILE + LABEL_HEIGHT)
+
+
+def draw_gallery(
+    rows: pd.DataFrame,
+    target: str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    columns: int = COLUMNS,
+    empty_message: str = "no misclassified test images",
+) -> None:
+    """Write a PNG grid of ``rows`` (``path, true, predicted, confidence``), each photo decoded from its
+    original file and labelled; a small placeholder saying ``empty_message`` when there are none, so the
+    declared output always exists. An unreadable photo becomes a grey tile, never a failure."""
+    font = ImageFont.load_default(size=FONT_SIZE)
+    if rows.empty:
+        canvas = Image.new("RGB", (TILE * 2, LABEL_HEIGHT), BACKGROUND)
+        ImageDraw.Draw(canvas).text((PAD, PAD), empty_message, fill=TEXT, font=font)
+    else:
+        canvas = Image.new("RGB", gallery_size(len(rows), columns), BACKGROUND)
+        for index, row in enumerate(rows.itertuples(index=False)):
+            left, top = (index % columns) * TILE, (index // columns) * (TILE + LABEL_HEIGHT)
+            _draw_tile(canvas, font, (left, top), row.path, row.true, row.predicted, float(row.confidence), max_pixels)
+    # 256 colours: about a third of the bytes in git for a gallery that looks the same; median cut and
+    # Floyd-Steinberg are deterministic, and Pillow writes no time or text chunks unless given pnginfo.
+    palette = canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+    with atomic_path(target) as tmp:
+        palette.save(tmp, format="PNG")
+
+
+def _draw_tile(canvas, font, origin, path, true, predicted, confidence, max_pixels) -> None:
+    left, top = origin
+    inner = TILE - 2 * PAD
+    area = Image.new("RGB", (inner, inner), PHOTO_BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    try:
+        photo = ImageOps.contain(open_rgb(path, max_pixels, draft=inner), (inner, inner), Image.Resampling.BICUBIC)
+        area.paste(photo, ((inner - photo.width) // 2, (inner - photo.height) // 2))
+    except ImageError:
+        ImageDraw.Draw(area).text((PAD, PAD), "unreadable", fill=TEXT, font=font)
+    canvas.paste(area, (left + PAD, top + PAD))
+    y = top + TILE
+    draw.text((left + PAD, y), _fit(draw, font, "true: ", true, ""), fill=TEXT, font=font)
+    draw.text(
+        (left + PAD, y + LABEL_HEIGHT // 2 - 2),
+        _fit(draw, font, "pred: ", predicted, f" ({confidence:.2f})"),
+        fill=WRONG,
+        font=font,
+    )
+
+
+def _fit(draw: ImageDraw.ImageDraw, font, prefix: str, name: str, suffix: str) -> str:
+    """``prefix + name + suffix`` shortened at the name's start (never the confidence) to fit one tile.
+
+    The end of a name tells classes apart: species of one genus share their first word.
+    """
+    width = TILE - 2 * PAD
+    text = prefix + name + suffix
+    while draw.textlength(text, font=font) > width and name:
+        name = name[1:]
+        text = prefix + "..." + name.lstrip() + suffix
+    return text
+
+
+# --- the Markdown --------------------------------------------------------------------------------
+
+
+def render_report(
+    splits: Mapping[str, SplitReport],
+    top_k: int,
+    worst: pd.DataFrame | None = None,
+    gallery: str = "worst_test.png",
+) -> str:
+    """The report as Markdown. ``worst`` is :func:`worst_misclassified` of the test predictions (None
+    when test was not evaluated); ``gallery`` is the PNG's path relative to the report."""
+    names = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
+    lines = [
+        "# Evaluation",
+        "",
+        "_Generated by the evaluate stage (`reports/evaluate.md`); do not edit by hand. Numbers: "
+        "`metrics/evaluate.json`; per image: `metrics/predictions_test.csv`; plots: `dvc plots show`._",
+        "",
+    ]
+    if not names:
+        return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
+    lines += _headline(splits, names, top_k)
+    for name in names:
+        lines += _split_section(name, splits[name])
+    lines += _worst_section(worst, gallery)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _headline(splits: Mapping[str, SplitReport], names: Sequence[str], top_k: int) -> list[str]:
+    top = f"top_{top_k}_accuracy"
+    lines = [
+        "## Headline metrics",
+        "",
+        f"| split | images | accuracy (95% interval) | balanced accuracy | macro F1 | top-{top_k} accuracy "
+        "| log loss | ECE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        m = splits[name].metrics
+        accuracy = _number(m.get("accuracy"))
+        if m.get("accuracy_ci_low") is not None and m.get("accuracy_ci_high") is not None:
+            accuracy += f" ({m['accuracy_ci_low']:.3f}-{m['accuracy_ci_high']:.3f})"
+        cells = [name, str(m.get("images", "")), accuracy]
+        cells += [_number(m.get(key)) for key in ("balanced_accuracy", "macro_f1", top, "loss", "ece")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The interval is the 95% Wilson score interval of accuracy: a difference between runs or experiments "
+        "that stays inside it is noise, not evidence that one model is better. ECE (expected calibration "
+        "error) is how far the model's confidence is from its accuracy (0 = calibrated).",
+        "",
+    ]
+    return lines
+
+
+def _split_section(name: str, split: SplitReport) -> list[str]:
+    table = split.table
+    lines = [
+        f"## {name} ({split.metrics.get('images', len(table))} images)",
+        "",
+        "| class | images | correctly classified | incorrectly classified | precision | recall | F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in table.itertuples(index=False):
+        cells = [_cell(row.class_name), str(row.images), str(row.correct), str(row.incorrect)]
+        cells += [_number(float(v)) if row.images else "-" for v in (row.precision, row.recall, row.f1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    totals = [int(table[column].sum()) for column in ("images", "correct", "incorrect")]
+    lines.append("| **total** | " + " | ".join(str(t) for t in totals) + " | | | |")
+    lines += ["", "Most confused (true class -> predicted class):", ""]
+    if split.confused:
+        lines += [
+            f"- {_cell(actual)} -> {_cell(guess)}: {count} image{'s' if count != 1 else ''}"
+            for actual, guess, count in split.confused
+        ]
+    else:
+        lines.append("- none: every image was classified correctly.")
+    return lines + [""]
+
+
+def _worst_section(worst: pd.DataFrame | None, gallery: str) -> list[str]:
+    lines = ["## Worst misclassified test photos", ""]
+    if worst is None:
+        return lines + ["The test split was not evaluated (`evaluate.splits`)."]
+    if worst.empty:
+        return lines + ["There are none: every test photo was classified correctly."]
+    lines += [
+        f"The {len(worst)} wrong predictions made with the highest confidence, most confident first "
+        "(label noise, look-alikes and unusual photos show up here):",
+        "",
+        f"![The worst misclassified test photos, labelled with true and predicted class]({gallery})",
+        "",
+        "| # | photo | true | predicted | confidence |",
+        "|---:|---|---|---|---:|",
+    ]
+    for rank, row in enumerate(worst.itertuples(index=False), start=1):
+        lines.append(
+            f"| {rank} | `{_cell(row.path)}` | {_cell(row.true)} | {_cell(row.predicted)} | {float(row.confidence):.2f} |"
+        )
+    return lines
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

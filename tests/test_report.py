@@ -1,0 +1,134 @@
+"""reports/evaluate.md and its gallery on a tiny fake case: tables add up, worst first, a real PNG."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from inat_classifier.evaluation import most_confused_pairs, per_class_table, prediction_rows, split_metrics
+from inat_classifier.report import (
+    COLUMNS,
+    LABEL_HEIGHT,
+    PAD,
+    TILE,
+    SplitReport,
+    draw_gallery,
+    gallery_size,
+    render_report,
+    tile_label,
+    worst_misclassified,
+)
+
+NAMES = ["Sample maculata", "Sample striata", "Sample reticulata"]
+# image i is a solid colour, so each gallery tile can be traced back to its photo
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200), (90, 90, 90)]
+LABELS = np.array([0, 0, 1, 1, 2, 2, 0])
+PROBS = np.array(
+    [
+        [0.9, 0.05, 0.05],  # right
+        [0.2, 0.7, 0.1],  # wrong: maculata -> striata, 0.7
+        [0.1, 0.8, 0.1],  # right
+        [0.05, 0.05, 0.9],  # wrong: striata -> reticulata, 0.9
+        [0.6, 0.1, 0.3],  # wrong: reticulata -> maculata, 0.6
+        [0.1, 0.2, 0.7],  # right
+        [0.3, 0.45, 0.25],  # wrong: maculata -> striata, 0.45
+    ]
+)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    paths = []
+    for i, colour in enumerate(COLOURS):
+        path = tmp_path / "raw" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (60 + 10 * i, 40), colour).save(path, quality=95)
+        paths.append(str(path))
+    return paths
+
+
+def predictions(paths):
+    return prediction_rows(paths, LABELS, PROBS, NAMES, top_k=2)
+
+
+def split_report(labels=LABELS, probs=PROBS):
+    return SplitReport(
+        split_metrics(labels, probs, 2, NAMES), per_class_table(labels, probs, NAMES), most_confused_pairs(labels, probs, NAMES)
+    )
+
+
+def test_worst_misclassified_are_the_wrong_ones_most_confident_first(photos):
+    worst = worst_misclassified(predictions(photos))
+    assert worst.path.tolist() == [photos[3], photos[1], photos[4], photos[6]]
+    assert worst.confidence.tolist() == [0.9, 0.7, 0.6, 0.45]
+    assert (worst.true != worst.predicted).all()
+    assert worst_misclassified(predictions(photos), limit=2).path.tolist() == [photos[3], photos[1]]
+    assert tile_label("A", "B", 0.934) == "true: A / predicted: B (0.93)"
+
+
+def test_gallery_has_one_tile_per_photo_in_order(photos, tmp_path):
+    worst = worst_misclassified(predictions(photos))
+    target = tmp_path / "reports" / "worst_test.png"
+    draw_gallery(worst, target)
+    with Image.open(target) as png:
+        assert png.format == "PNG" and png.mode == "P"  # quantised: small in git
+        image = png.convert("RGB")
+        assert image.size == gallery_size(4) == (COLUMNS * TILE, TILE + LABEL_HEIGHT)
+        assert not {"date", "Creation Time", "timestamp"} & set(png.info)
+        for index, photo in enumerate([3, 1, 4, 6]):  # each tile's centre shows its photo's colour
+            centre = (index * TILE + TILE // 2, TILE // 2)
+            assert np.abs(np.subtract(image.getpixel(centre), COLOURS[photo])).max() <= 8
+        assert image.getpixel((3 * TILE + PAD // 2, PAD // 2)) == (255, 255, 255)
+    first = hashlib.sha256(target.read_bytes()).hexdigest()
+    draw_gallery(worst, target)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == first  # same inputs, same bytes
+
+
+def test_gallery_wraps_rows_and_survives_an_unreadable_photo(photos, tmp_path):
+    rows = pd.concat([worst_misclassified(predictions(photos))] * 2, ignore_index=True)
+    rows.loc[0, "path"] = str(tmp_path / "missing.jpg")
+    draw_gallery(rows, tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as image:
+        assert image.size == gallery_size(8) == (COLUMNS * TILE, 2 * (TILE + LABEL_HEIGHT))
+
+
+def test_no_misclassifications_give_a_placeholder_png(photos, tmp_path):
+    right = prediction_rows(photos, LABELS, np.eye(3)[LABELS], NAMES, 2)
+    worst = worst_misclassified(right)
+    assert worst.empty
+    draw_gallery(worst, tmp_path / "none.png")
+    with Image.open(tmp_path / "none.png") as image:
+        assert image.format == "PNG" and image.size[0] <= 2 * TILE and image.size[1] <= LABEL_HEIGHT
+    text = render_report({"test": split_report(LABELS, np.eye(3)[LABELS])}, 2, worst)
+    assert "every test photo was classified correctly" in text and "worst_test.png" not in text
+    assert "- none: every image was classified correctly." in text
+
+
+def test_report_tables_add_up_and_show_interval_pairs_and_gallery(photos):
+    worst = worst_misclassified(predictions(photos))
+    text = render_report({"test": split_report(), "train": split_report()}, 2, worst, gallery="worst_test.png")
+    assert text.index("## train") < text.index("## test")  # split order, whatever the dict order
+    m = split_metrics(LABELS, PROBS, 2)
+    assert f"| test | 7 | 0.429 ({m['accuracy_ci_low']:.3f}-{m['accuracy_ci_high']:.3f}) |" in text
+    assert "inside it is noise" in text
+    test = text[text.index("## test") :]
+    rows = [line for line in test.splitlines() if line.startswith("| Sample ")]
+    counts = [[int(cell) for cell in line.split("|")[2:5]] for line in rows]
+    assert [r[0] for r in counts] == [3, 2, 2]
+    assert all(images == correct + incorrect for images, correct, incorrect in counts)
+    assert "| **total** | 7 | 3 | 4 |" in test
+    assert "- Sample maculata -> Sample striata: 2 images" in test
+    assert "![The worst misclassified test photos" in text and "](worst_test.png)" in text
+    assert f"| 1 | `{photos[3]}` | Sample striata | Sample reticulata | 0.90 |" in text
+    assert text == render_report({"train": split_report(), "test": split_report()}, 2, worst)  # stable bytes
+    assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_report_without_test_or_any_split():
+    text = render_report({"train": split_report()}, 2, None)
+    assert "The test split was not evaluated" in text
+    assert "No split was evaluated" in render_report({}, 2, None)
