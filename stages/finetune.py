@@ -5,7 +5,7 @@ from inat_classifier.dataset import batches, load_split, read_classes
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
 from inat_classifier.params import Params
 from inat_classifier.predict import save_class_names
-from inat_classifier.training import compile_model, fingerprint, fit, make_deterministic, use_device
+from inat_classifier.training import class_weights, compile_model, fingerprint, fit, make_deterministic, use_device
 
 HEAD = "models/head.keras"
 
@@ -29,6 +29,7 @@ def main(params: Params) -> None:
         stamp,
         patience=config.early_stopping_patience,
         first_step=params.train_head.epochs,  # one axis for both phases
+        class_weight=class_weights(config.class_weight, train.labels, model.output_shape[-1]),
     )
     if batchnorm_trains:
         # Moving statistics lag weights that changed fast; match them to the final weights.

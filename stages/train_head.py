@@ -5,7 +5,7 @@ from inat_classifier.dataset import batches, load_split, read_classes
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
-from inat_classifier.training import compile_model, fingerprint, fit, make_deterministic, use_device
+from inat_classifier.training import class_weights, compile_model, fingerprint, fit, make_deterministic, use_device
 
 
 def main(params: Params) -> None:
@@ -28,7 +28,8 @@ def main(params: Params) -> None:
         val_data = batches(val, params, shuffle=False, augment=False)
     compile_model(trained, config.learning_rate, jit_compile)
     stamp = fingerprint(params, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
-    fit(trained, train_data, val_data, config.epochs, "train_head", stamp)
+    weights = class_weights(config.class_weight, train.labels, len(classes))
+    fit(trained, train_data, val_data, config.epochs, "train_head", stamp, class_weight=weights)
     save_model(model, "models/head.keras")
 
 

@@ -15,7 +15,7 @@ def test_repository_params_are_valid_and_match_the_schema_defaults_for_the_contr
     assert params.download.source == "sample"
     assert params.subset.num_classes == 4
     assert params.model.backbone == "EfficientNetB0"
-    assert params.evaluate.splits == ["train", "test"]
+    assert params.evaluate.splits == ["train", "val", "test"]
 
 
 def test_schema_defaults_are_the_committed_params():

@@ -172,6 +172,7 @@ class Subset(Section):
     num_classes: int = Field(4, ge=2)
     max_per_class: int | None = Field(None, ge=1, description="cap per class and split; null = none")
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    drop_duplicates: bool = Field(True, description="drop val/test photos that copy an earlier split's photo")
 
 
 class Data(Section):
@@ -186,12 +187,12 @@ FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 
 
 class Augment(Section):
-    """The study's ImageDataGenerator settings, applied with Keras preprocessing layers."""
+    """The study's ImageDataGenerator settings, with its semantics (see ``augment.py``)."""
 
     rotation: float = Field(40.0, ge=0.0, le=180.0, description="degrees")
     width_shift: Fraction = 0.2
     height_shift: Fraction = 0.2
-    shear: float = Field(0.2, ge=0.0, le=1.0)
+    shear: float = Field(0.2, ge=0.0, le=45.0, description="degrees, as ImageDataGenerator's shear_range")
     zoom: float = Field(0.2, ge=0.0, lt=1.0)
     horizontal_flip: bool = True
     brightness: tuple[float, float] = (0.8, 1.2)
@@ -240,9 +241,13 @@ class Train(Section):
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: on a GPU, off on a CPU")
 
 
+ClassWeight = Literal["none", "balanced"]
+
+
 class TrainHead(Section):
     epochs: int = Field(10, ge=1)
     learning_rate: PositiveFloat = 1e-3
+    class_weight: ClassWeight = Field("none", description="balanced: weigh classes inversely to their counts")
     feature_cache: int = Field(
         2, ge=0, description="0: end to end; N: base features of N views (1 plain + N-1 augmented)"
     )
@@ -255,6 +260,7 @@ UNFREEZE_PRETRAINED = 20
 class Finetune(Section):
     epochs: int = Field(12, ge=0)
     learning_rate: PositiveFloat = 1e-3
+    class_weight: ClassWeight = "none"
     unfreeze: int | Literal["auto", "all"] = Field(
         "auto", description="auto: the top 20 layers with pretrained weights, all with weights none"
     )
@@ -287,7 +293,7 @@ Split = Literal["train", "val", "test"]
 
 
 class Evaluate(Section):
-    splits: list[Split] = Field(default_factory=lambda: ["train", "test"], min_length=1)
+    splits: list[Split] = Field(default_factory=lambda: ["train", "val", "test"], min_length=1)
     top_k: int = Field(2, ge=1)
 
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from dvclive import Live
+from sklearn.utils.class_weight import compute_class_weight
 
 from .atomic import write_json
-from .dataset import Batches, epoch_seeder
+from .dataset import DRAWS_PER_EPOCH, Batches
 from .params import Params, Train
 
 LIVE_DIR = Path("dvclive")
@@ -42,10 +45,13 @@ def resolve_device(config: Train, gpu: bool) -> tuple[str, bool]:
 
 def use_device(config: Train) -> bool:
     """Set the global precision policy before any model is built; return whether to compile with XLA."""
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    precision, jit_compile = resolve_device(config, gpu)
+    gpus = tf.config.list_physical_devices("GPU")
+    for device in gpus:  # take GPU memory as needed: queued experiments may share one GPU
+        tf.config.experimental.set_memory_growth(device, True)
+    precision, jit_compile = resolve_device(config, bool(gpus))
     keras.mixed_precision.set_global_policy(precision)
-    print(f"device: {'GPU' if gpu else 'CPU'}, precision {precision}, XLA {'on' if jit_compile else 'off'}")
+    where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    print(f"device: {where}, precision {precision}, XLA {'on' if jit_compile else 'off'}")
     return jit_compile
 
 
@@ -56,6 +62,14 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = 
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )
+
+
+def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """``balanced``: n / (classes * count) per class, as the study suggested for its uneven classes."""
+    if mode == "none":
+        return None
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
+    return {label: round(float(weight), 6) for label, weight in enumerate(weights)}
 
 
 def fingerprint(params: Params, *inputs: str | Path) -> str:
@@ -125,6 +139,22 @@ class LiveLogger(keras.callbacks.Callback):
         self.live.end()
 
 
+def epoch_seeder(variables: list) -> Callable[[int], None]:
+    """Sets the seed counters of Keras' random layers (dropout) among ``variables`` to a function of the epoch.
+
+    They draw from a counter that runs on over the whole fit; keyed by epoch instead, any epoch's
+    draws can be replayed on their own.
+    """
+    states = [v for v in variables if "seed_generator_state" in v.path]
+    seeds = [int(state.numpy()[0]) for state in states]
+
+    def reseed(epoch: int) -> None:
+        for state, seed in zip(states, seeds):
+            state.assign(np.array([seed, epoch * DRAWS_PER_EPOCH], dtype=state.dtype))
+
+    return reseed
+
+
 class EpochData(keras.callbacks.Callback):
     """Keys the epoch about to run to its number: the batches (Keras opens its iterator afterwards)
     and the model's dropout draws, so a resumed epoch repeats what an uninterrupted run would do."""
@@ -150,6 +180,7 @@ def fit(
     stamp: str,
     patience: int = 0,
     first_step: int = 0,
+    class_weight: dict[int, float] | None = None,
 ) -> keras.callbacks.History:
     """Fit with dvclive logging to ``dvclive/<stage>`` and a resumable checkpoint in ``checkpoints/<stage>``.
 
@@ -164,5 +195,11 @@ def fit(
         )
     # The datasets order themselves (seeded per epoch); Keras must not shuffle.
     return model.fit(
-        train.dataset, validation_data=val.dataset, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False
+        train.dataset,
+        validation_data=val.dataset,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=2,
+        shuffle=False,
+        class_weight=class_weight,
     )
