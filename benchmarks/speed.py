@@ -1,0 +1,199 @@
+"""Training speed at the study's image size on a seed-scale sample, printed as JSON.
+
+Usage: python benchmarks/speed.py [--size 224] [--head-epochs 20] [--finetune-epochs 2] [--no-peer]
+(`make bench` runs it after installing tf-keras for the peer.)
+
+On a fresh copy of the repository with a generated sample of the study's seed scale (520 train /
+349 test images over 4 classes) and a local weights file standing in for ImageNet weights (random
+values: the same cost, and the same settings `auto` picks for pretrained weights), it reports:
+- images/s of the input pipeline alone, the model alone (one fixed batch, no tf.data) and the real
+  training step (fit on the pipeline), for each phase: the frozen phase end to end, the frozen
+  phase on cached features, fine-tuning at the defaults and with the whole base unfrozen;
+- wall seconds of `dvc repro` and of each stage;
+- the study's approach (tf-keras ImageDataGenerator reading files every epoch) on the same data,
+  run in its own process, and the ratios the speed issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline import REPO, copy_repo, machine, repo_env, timed_repro
+
+SEED_SCALE = ["download.sample.train_images=143", "download.sample.test_images=96"]  # 520 / 349 images
+WEIGHTS = "weights/benchmark.weights.h5"
+
+
+def per_second(step, images: int, seconds: float = 4.0, rounds: int = 3) -> float:
+    """Images per second of ``step`` after one warm-up call (graph building): the best of ``rounds``
+    windows of about ``seconds`` each, since a shared machine only ever makes a window slower."""
+    step()
+    best = 0.0
+    for _ in range(rounds):
+        calls, start = 0, time.perf_counter()
+        while calls < 2 or time.perf_counter() - start < seconds:
+            step()
+            calls += 1
+        best = max(best, images * calls / (time.perf_counter() - start))
+    return round(best, 1)
+
+
+def pipeline_rate(batches) -> float:
+    """Images/s of one epoch of the input pipeline with nothing consuming it (after a warm-up epoch)."""
+
+    def epoch(number: int) -> int:
+        batches.set_epoch(number)
+        return sum(len(labels) for _, labels in batches.dataset)
+
+    epoch(0)
+    start = time.perf_counter()
+    count = epoch(1)
+    return round(count / (time.perf_counter() - start), 1)
+
+
+def fit_rates(model, train, val, count: int, epochs: int = 3) -> dict:
+    """A real fit: training-step images/s and whole-epoch seconds, the best epoch after the first
+    (which builds the graphs)."""
+    import keras
+
+    from inat_classifier.training import EpochData
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.train_seconds, self.epoch_seconds = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.trained = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_seconds.append(time.perf_counter() - self.began)
+            self.train_seconds.append(self.trained - self.began)
+
+    clock = Clock()
+    model.fit(train.dataset, validation_data=val.dataset, epochs=epochs, callbacks=[EpochData(train), clock], verbose=0)
+    return {"training_step": round(count / min(clock.train_seconds[1:]), 1),
+            "epoch_seconds": round(min(clock.epoch_seconds[1:]), 1)}
+
+
+def measure_phases(root: Path) -> dict:
+    """All in-process figures, on the copy's decoded train and val splits."""
+    os.chdir(root)
+    import tensorflow as tf
+
+    from inat_classifier.dataset import batches, load_split, read_classes
+    from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
+    from inat_classifier.model import build_classifier, unfreeze
+    from inat_classifier.params import load_params
+    from inat_classifier.training import compile_model, make_deterministic, use_device
+
+    params = load_params()
+    make_deterministic(params.seed)
+    jit_compile = use_device(params.train)
+    classes, size, batch = read_classes(), params.data.image_size, params.data.batch_size
+    train, val = load_split("train", params), load_split("val", params)
+    images = tf.constant(train.pixels[:batch].astype("float32"))
+    labels = tf.constant(train.labels[:batch])
+    augmented = batches(train, params, shuffle=True, augment=True)
+    plain_val = batches(val, params, shuffle=False, augment=False)
+    image_pipeline = pipeline_rate(augmented)
+
+    def model_alone(model) -> float:
+        compile_model(model, 1e-4, jit_compile)
+        return per_second(lambda: model.train_on_batch(images, labels), batch)
+
+    def fresh():
+        return build_classifier(params.model, len(classes), size)
+
+    out = {}
+    frozen = FrozenBaseHead(fresh())
+    out["frozen_end_to_end"] = {"pipeline": image_pipeline, "model": model_alone(frozen),
+                                **fit_rates(frozen, augmented, plain_val, len(train))}
+
+    classifier = fresh()
+    base = classifier.get_layer("efficientnetb0")
+    extraction = per_second(lambda: base.predict_on_batch(images), batch)
+    views = params.train_head.feature_cache or 1
+    features = base_features(classifier, train, params, views)
+    cached_train = feature_batches(features, train.labels, params, shuffle=True)
+    cached_val = feature_batches(base_features(classifier, val, params, 1), val.labels, params, shuffle=False)
+    head = head_model(classifier)
+    head_batch = tf.constant(features[0][:batch])
+    compile_model(head, 1e-3, jit_compile)
+    out["frozen_feature_cache"] = {
+        "pipeline": pipeline_rate(cached_train),
+        "model": per_second(lambda: head.train_on_batch(head_batch, labels), batch, seconds=2.0),
+        **fit_rates(head, cached_train, cached_val, len(train)),
+        "feature_extraction": extraction,
+        "views": views,
+    }
+
+    config = params.finetune
+    settings = {"finetune_default": config.unfrozen_layers(params.model), "finetune_all": "all"}
+    for name, layers in settings.items():
+        tuned = unfreeze(fresh(), layers, config.batchnorm_trains(params.model))
+        out[name] = {"unfrozen_layers": layers, "pipeline": image_pipeline, "model": model_alone(tuned),
+                     **fit_rates(tuned, augmented, plain_val, len(train))}
+    out["train_images"] = int(len(train))
+    return out
+
+
+def run_peer(root: Path, args: argparse.Namespace) -> dict:
+    command = [sys.executable, str(REPO / "benchmarks" / "imagedatagenerator_peer.py"), "data/subset",
+               "--size", str(args.size), "--head-epochs", str(args.head_epochs),
+               "--finetune-epochs", str(args.finetune_epochs)]
+    done = subprocess.run(command, cwd=root, env=repo_env(), capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr[-3000:] + "\nthe ImageDataGenerator peer failed (is tf-keras installed? make bench)")
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--head-epochs", type=int, default=20)
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true", help="skip the tf-keras ImageDataGenerator peer")
+    args = parser.parse_args()
+    overrides = [*SEED_SCALE, f"data.image_size={args.size}", f"train_head.epochs={args.head_epochs}",
+                 f"finetune.epochs={args.finetune_epochs}", f"model.weights={WEIGHTS}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        copy_repo(root, overrides)
+        subprocess.run([sys.executable, "-c", "import keras; keras.applications.EfficientNetB0("
+                        f"include_top=False, weights=None, pooling='avg', input_shape=({args.size}, {args.size}, 3))"
+                        f".save_weights('{WEIGHTS}')"], cwd=root, env=repo_env(), check=True, capture_output=True)
+        total, stages = timed_repro(root)
+        evaluated = json.loads((root / "metrics/evaluate.json").read_text())
+        peer = None if args.no_peer else run_peer(root, args)
+        phases = measure_phases(root)
+    result = {
+        "benchmark": "training speed at the study's image size, seed-scale sample",
+        "machine": machine(),
+        "settings": {"overrides": overrides, "note": "weights: a local random file; auto settings as for ImageNet"},
+        "images_per_second": phases,
+        "dvc_repro": {"seconds_total": round(total, 1), "seconds_per_stage": stages,
+                      "test_images": evaluated["test"]["images"]},
+        "imagedatagenerator_peer": peer,
+    }
+    if peer:
+        ours = phases["finetune_default"]
+        result["checks"] = {
+            "frozen_phase_speedup": round(peer["frozen_phase_wall_seconds"] / stages["train_head"], 2),
+            "finetune_epoch_seconds_ours_vs_peer": [ours["epoch_seconds"], peer["finetune_epoch_seconds"][-1]],
+            "finetune_training_step_share_of_model_alone": round(ours["training_step"] / ours["model"], 3),
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
