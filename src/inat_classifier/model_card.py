@@ -254,10 +254,10 @@ def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[
     for split in splits:
         m = metrics[split]
         interval = intervals.get(split) or accuracy_interval(m)
-        accuracy = _number(m.get("accuracy"))
+        accuracy = number_cell(m.get("accuracy"))
         if interval is not None and m.get("accuracy") is not None:
             accuracy += f" ({interval[0]:.3f}-{interval[1]:.3f})"
-        cells = [split, str(m.get("images", "")), accuracy, *[_number(m.get(n)) for n in names[1:]]]
+        cells = [split, str(m.get("images", "")), accuracy, *[number_cell(m.get(n)) for n in names[1:]]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -276,7 +276,8 @@ def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[
     return "\n".join(lines) + "\n"
 
 
-def _number(value: object) -> str:
+def number_cell(value: object) -> str:
+    """A metric as a Markdown table cell: three decimals, '-' when missing."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -300,7 +301,7 @@ def _export(export: Mapping) -> str:
             difference = entry.get("max_probability_difference")
             lines.append(
                 f"| `{name}` | {entry['size_bytes'] / 1e6:.1f} | "
-                f"{'-' if agreement is None else f'{agreement:.2%}'} | {_number(difference)} |"
+                f"{'-' if agreement is None else f'{agreement:.2%}'} | {number_cell(difference)} |"
             )
     return "\n".join(lines) + "\n"
 

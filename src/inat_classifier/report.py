@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .atomic import atomic_path
 from .images import DEFAULT_MAX_PIXELS, ImageError, open_rgb
+from .model_card import number_cell
 
 SPLIT_ORDER = ("train", "val", "test")
 GALLERY_LIMIT = 8
@@ -160,11 +161,11 @@ def _headline(splits: Mapping[str, SplitReport], names: Sequence[str], top_k: in
     ]
     for name in names:
         m = splits[name].metrics
-        accuracy = _number(m.get("accuracy"))
+        accuracy = number_cell(m.get("accuracy"))
         if m.get("accuracy_ci_low") is not None and m.get("accuracy_ci_high") is not None:
             accuracy += f" ({m['accuracy_ci_low']:.3f}-{m['accuracy_ci_high']:.3f})"
         cells = [name, str(m.get("images", "")), accuracy]
-        cells += [_number(m.get(key)) for key in ("balanced_accuracy", "macro_f1", top, "loss", "ece")]
+        cells += [number_cell(m.get(key)) for key in ("balanced_accuracy", "macro_f1", top, "loss", "ece")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -186,7 +187,7 @@ def _split_section(name: str, split: SplitReport) -> list[str]:
     ]
     for row in table.itertuples(index=False):
         cells = [_cell(row.class_name), str(row.images), str(row.correct), str(row.incorrect)]
-        cells += [_number(float(v)) if row.images else "-" for v in (row.precision, row.recall, row.f1)]
+        cells += [number_cell(float(v)) if row.images else "-" for v in (row.precision, row.recall, row.f1)]
         lines.append("| " + " | ".join(cells) + " |")
     totals = [int(table[column].sum()) for column in ("images", "correct", "incorrect")]
     lines.append("| **total** | " + " | ".join(str(t) for t in totals) + " | | | |")
@@ -225,11 +226,3 @@ def _worst_section(worst: pd.DataFrame | None, gallery: str) -> list[str]:
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
-
-
-def _number(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
