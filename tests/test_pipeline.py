@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,23 +86,30 @@ def repo(tmp_path_factory) -> Repo:
 def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
     assert stages_run(repo.first_output) == ["download", "subset", "train_head", "finetune", "evaluate"]
     metrics = repo.json("metrics/evaluate.json")
-    assert set(metrics) == {"train", "test", "licenses"}
+    assert set(metrics) == {"train", "val", "test", "licenses"}
     assert metrics["licenses"] == {"cc0": repo.json("data/raw/report.json")["images"]}
-    for split in (metrics["train"], metrics["test"]):
-        assert {"accuracy", "balanced_accuracy", "macro_f1", "loss", "top_2_accuracy", "images"} <= set(split)
-        assert 0.0 <= split["accuracy"] <= 1.0
+    headline = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "loss", "top_2_accuracy", "images",
+                "ece", "accuracy_ci_low", "accuracy_ci_high", "per_class"}
+    for split in (metrics["train"], metrics["val"], metrics["test"]):
+        assert headline <= set(split)
+        assert 0.0 <= split["accuracy_ci_low"] <= split["accuracy"] <= split["accuracy_ci_high"] <= 1.0
+        assert sum(row["support"] for row in split["per_class"].values()) == split["images"]
     table = pd.read_csv(repo.root / "metrics/per_class_test.csv")
     assert list(table.columns) == ["class_id", "class_name", "images", "correct", "incorrect", "precision", "recall", "f1"]
     assert table.images.sum() == metrics["test"]["images"]
     assert len(pd.read_csv(repo.root / "metrics/confusion_test.csv")) == metrics["test"]["images"]
-    assert pd.read_csv(repo.root / "metrics/per_class_val.csv").empty  # val is not in evaluate.splits
+    assert len(pd.read_csv(repo.root / "metrics/predictions_test.csv")) == metrics["test"]["images"]
     classes = json.loads((repo.root / "data/subset/classes.json").read_text())
     assert len(classes) == 4 and set(table.class_name) == set(classes)
     assert (repo.root / "reports/MODEL_CARD.md").read_text().startswith("# Model card")
+    assert "incorrectly" in (repo.root / "reports/evaluate.md").read_text()
+    assert repo.json("metrics/subset.json")["duplicates"]["dropped"] == 0  # the sample has no copies
+    first_step = {"train_head": 0, "finetune": TINY["train_head"]["epochs"]}  # one axis for both phases
     for phase in ("train_head", "finetune"):
         logged = repo.json(f"dvclive/{phase}/metrics.json")
         assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(logged)
-        assert logged["step"] == TINY[phase]["epochs"] - 1
+        assert logged["step"] == first_step[phase] + TINY[phase]["epochs"] - 1
+    assert not (repo.root / "checkpoints" / "finetune").exists()  # removed when a stage completes
 
 
 def test_dvclive_left_dvc_yaml_alone(repo):
@@ -132,10 +140,39 @@ def test_params_changes_rerun_only_the_stages_that_read_them(repo):
 
 
 def test_experiments_are_comparable_with_dvc_tools(repo):
-    shown = repo.dvc("exp", "show", "--no-pager", "--md")
-    assert "evaluate.json" in shown or "test.accuracy" in shown
+    """After `exp run -S finetune.learning_rate=...`: both runs' headline metrics, and both confusion matrices."""
+    shown = json.loads(repo.run("dvc", "exp", "show", "--json").stdout)
+    baseline = next(entry for entry in shown if entry["rev"] != "workspace")  # the committed run
+    experiments = [run for group in baseline.get("experiments") or [] for run in group["revs"]]
+    tuned = [run for run in experiments
+             if run["data"]["params"]["params.yaml"]["data"]["finetune"]["learning_rate"] == 0.003]
+    assert tuned and tuned[0]["name"], "the learning-rate experiment is not listed"
+    for run in (baseline, tuned[0]):
+        scores = run["data"]["metrics"]["metrics/evaluate.json"]["data"]
+        assert 0.0 <= scores["test"]["accuracy"] <= 1.0 and "ece" in scores["test"]
     diff = repo.dvc("metrics", "diff", "--all", "--md")
-    assert "test.accuracy" in diff
-    repo.dvc("plots", "show", "-o", "plots_out")
+    assert "test.accuracy" in diff and "test.per_class." in diff
+    repo.dvc("plots", "diff", "HEAD", tuned[0]["name"], "-o", "plots_out")
     page = (repo.root / "plots_out" / "index.html").read_text()
-    assert "Confusion matrix (test)" in page and "Fine-tuning" in page
+    for title in ("Confusion matrix (test)", "Confusion matrix, row-normalised (test)", "Recall per class (test)",
+                  "Reliability (test)", "Accuracy (head, then fine-tuning)"):
+        assert title in page
+    assert "HEAD" in page and tuned[0]["name"] in page  # both revisions drawn
+
+
+def test_queued_experiments_run_two_at_a_time(repo):
+    """A sweep as the README shows it: queue, run with -j 2, compare. Queued runs see only committed files."""
+    names = {"q-top1": "evaluate.top_k=1", "q-top3": "evaluate.top_k=3"}  # evaluate only: quick
+    for name, assignment in names.items():
+        repo.dvc("exp", "run", "--queue", "-n", name, "-S", assignment)
+    repo.dvc("queue", "start", "-j", "2")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = repo.dvc("queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    repo.dvc("queue", "stop")  # workers would otherwise idle on
+    assert all(re.search(rf"{name}.*Success", status) for name in names), status
+    shown = repo.dvc("exp", "show", "--no-pager", "--md", "--sort-by", "metrics/evaluate.json:test.accuracy")
+    assert all(name in shown for name in names)
