@@ -63,9 +63,10 @@ def main(params: Params) -> None:
     tested = "test" in results
     message = "no misclassified test images" if tested else "the test split was not evaluated"
     draw_gallery(worst, "reports/worst_test.png", params.download.max_pixels, empty_message=message)
-    write_text("reports/evaluate.md", render_report(reports, top_k, worst if tested else None, "worst_test.png"))
-
     summary = json.loads(Path("metrics/subset.json").read_text())
+    write_text(
+        "reports/evaluate.md", render_report(reports, top_k, worst if tested else None, "worst_test.png", summary)
+    )
     scored = {name: results[name] for name in SPLITS if name in results}
     write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))
 

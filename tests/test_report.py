@@ -132,3 +132,17 @@ def test_report_without_test_or_any_split():
     text = render_report({"train": split_report()}, 2, None)
     assert "The test split was not evaluated" in text
     assert "No split was evaluated" in render_report({}, 2, None)
+
+
+def test_the_report_states_class_balance_and_the_leakage_check():
+    data = {"train": {"images": 10, "imbalance_ratio": 1.5}, "test": {"images": 4, "imbalance_ratio": None},
+            "duplicates": {"exact": 1, "near": 2, "in_val": 0, "in_test": 3, "dropped": 3}}
+    text = render_report({}, 2, None, data=data)
+    assert "No split was evaluated" in text  # data checks need a scored split to be worth showing
+    table = pd.DataFrame({"class_id": [0], "class_name": ["a"], "images": [2], "correct": [1], "incorrect": [1],
+                          "precision": [1.0], "recall": [0.5], "f1": [0.667]})
+    metrics = {"images": 2, "accuracy": 0.5, "accuracy_ci_low": 0.09, "accuracy_ci_high": 0.91}
+    text = render_report({"test": SplitReport(metrics, table, [])}, 2, None, data=data)
+    assert "- train: 10 images, largest / smallest class 1.50" in text
+    assert "- test: 4 images, largest / smallest class -" in text
+    assert "3 val/test photos copy an earlier split's photo (1 exact, 2 near); 3 dropped" in text

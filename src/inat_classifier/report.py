@@ -130,9 +130,11 @@ def render_report(
     top_k: int,
     worst: pd.DataFrame | None = None,
     gallery: str = "worst_test.png",
+    data: Mapping | None = None,
 ) -> str:
     """The report as Markdown. ``worst`` is :func:`worst_misclassified` of the test predictions (None
-    when test was not evaluated); ``gallery`` is the PNG's path relative to the report."""
+    when test was not evaluated); ``gallery`` is the PNG's path relative to the report; ``data`` is
+    the subset stage's ``metrics/subset.json`` (class balance and leaked copies)."""
     names = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
     lines = [
         "# Evaluation",
@@ -144,10 +146,31 @@ def render_report(
     if not names:
         return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
     lines += _headline(splits, names, top_k)
+    if data is not None:
+        lines += _data_section(data)
     for name in names:
         lines += _split_section(name, splits[name])
     lines += _worst_section(worst, gallery)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _data_section(data: Mapping) -> list[str]:
+    """Class balance and the leakage check: what to know before believing the numbers above."""
+    lines = ["## Data checks", ""]
+    for split in SPLIT_ORDER:
+        if split in data:
+            ratio = data[split].get("imbalance_ratio")
+            lines.append(f"- {split}: {data[split]['images']} images, largest / smallest class "
+                         f"{'-' if ratio is None else f'{ratio:.2f}'}")
+    copies = data.get("duplicates")
+    if copies is not None:
+        found = copies["exact"] + copies["near"]
+        lines.append(
+            f"- Leakage check: {found} val/test photos copy an earlier split's photo ({copies['exact']} exact, "
+            f"{copies['near']} near); {copies['dropped']} dropped (`subset.drop_duplicates`; list in "
+            "`data/subset/duplicates.csv`)."
+        )
+    return lines + [""]
 
 
 def _headline(splits: Mapping[str, SplitReport], names: Sequence[str], top_k: int) -> list[str]:
