@@ -14,7 +14,7 @@ from inat_classifier.dataset import Split, batches  # noqa: E402
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
 from inat_classifier.model import build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
 from inat_classifier.params import Train, parse_params  # noqa: E402
-from inat_classifier.training import compile_model, fit, make_deterministic, resolve_device  # noqa: E402
+from inat_classifier.training import class_weights, compile_model, fit, make_deterministic, resolve_device  # noqa: E402
 
 HERE = Path(__file__).parent
 NO_AUGMENT = {"rotation": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
@@ -26,6 +26,12 @@ def test_auto_device_settings_are_mixed_precision_and_xla_on_a_gpu_only():
     assert resolve_device(Train(), gpu=True) == ("mixed_float16", True)
     assert resolve_device(Train(precision="mixed_bfloat16", jit_compile=False), gpu=True) == ("mixed_bfloat16", False)
     assert resolve_device(Train(precision="float32", jit_compile=True), gpu=False) == ("float32", True)
+
+
+def test_balanced_class_weights_are_n_over_classes_times_count():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2])  # 6, 2 and 4 images
+    assert class_weights("none", labels, 3) is None
+    assert class_weights("balanced", labels, 3) == {0: round(12 / (3 * 6), 6), 1: 2.0, 2: 1.0}
 
 
 def test_a_saved_float32_model_is_rebuilt_in_the_current_precision_with_its_weights():
