@@ -49,7 +49,6 @@ class Batches:
 
     dataset: tf.data.Dataset
     set_epoch: Callable[[int], None]
-    steps: int
 
 
 def read_classes(subset_dir: Path = SUBSET_DIR) -> list[str]:
@@ -164,8 +163,4 @@ def batches(split: Split, params: Params, *, shuffle: bool, augment: bool) -> Ba
             lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,  # stateless, so parallel batches stay deterministic (GPU)
         )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign, steps_of(len(split), params.data.batch_size))
-
-
-def steps_of(count: int, batch_size: int) -> int:
-    return -(-count // batch_size)
+    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign)

@@ -2,8 +2,8 @@
 
 A frozen base in inference mode maps an image to the same features in every epoch, so running it
 once per image and view, then training the head on the stored features, gives the head the same
-inputs at a fraction of the cost. View 0 is the plain image; views 1..N-1 are augmented exactly as
-the end-to-end pipeline would augment epochs 1..N-1. Epoch ``e`` of the head trains on view
+inputs at a fraction of the cost. View 0 is the plain image; views 1..N-1 are augmented with the
+seeds of epochs 1..N-1 (in split order, not shuffled). Epoch ``e`` of the head trains on view
 ``e mod N``: the head sees N distinct augmentations instead of one per epoch, the trade made for
 the speed (with N equal to the number of epochs nothing is traded).
 """
@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from .dataset import Batches, Split, batches, epoch_batches, steps_of
+from .dataset import Batches, Split, batches, epoch_batches
 from .model import base_of, head_of
 from .params import Params
 
@@ -65,4 +65,4 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, params: Params, sh
         lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32,
         params.data.batch_size, params.seed, shuffle,
     )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign, steps_of(len(labels), params.data.batch_size))
+    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign)
