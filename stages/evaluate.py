@@ -8,7 +8,7 @@ import numpy as np
 
 from inat_classifier import stage
 from inat_classifier.atomic import write_csv, write_json, write_text
-from inat_classifier.dataset import load_split, read_classes
+from inat_classifier.dataset import batches, load_split, read_classes
 from inat_classifier.evaluation import (
     confusion_rows,
     most_confused_pairs,
@@ -36,7 +36,8 @@ def main(params: Params) -> None:
         if name in params.evaluate.splits:
             split = load_split(name, params)
             labels, paths = split.labels, split.paths
-            probs = model.predict(split.pixels.astype("float32"), batch_size=params.data.batch_size, verbose=0)
+            ordered = batches(split, params, shuffle=False, augment=False).dataset
+            probs = model.predict(ordered, verbose=0)
             # float32 softmax rows sum to 1 only to float32 precision; scikit-learn checks at float64's
             probs = probs.astype(np.float64)
             probs /= probs.sum(axis=1, keepdims=True)

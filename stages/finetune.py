@@ -1,7 +1,7 @@
 """Stage 4: unfreeze the base and fine-tune the whole classifier at a lower learning rate."""
 
 from inat_classifier import stage
-from inat_classifier.dataset import batches, load_split, read_classes
+from inat_classifier.dataset import batches, images_only, load_split, read_classes
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
 from inat_classifier.params import Params
 from inat_classifier.predict import save_class_names
@@ -33,7 +33,7 @@ def main(params: Params) -> None:
     )
     if batchnorm_trains:
         # Moving statistics lag weights that changed fast; match them to the final weights.
-        recalibrate_batchnorm(model, train.pixels)
+        recalibrate_batchnorm(model, images_only(train, params))
     save_model(model, "models/model.keras")
     save_class_names("models/model.keras", read_classes())  # so predict needs nothing but the model
 

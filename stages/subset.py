@@ -8,6 +8,7 @@ from inat_classifier import stage
 from inat_classifier.atomic import atomic_dir, write_csv, write_json
 from inat_classifier.manifest import read_manifest
 from inat_classifier.params import Params
+from inat_classifier.records import DEFAULT_DIR, write_index, write_split
 from inat_classifier.subset import CLASSES_FILE, DUPLICATE_COLUMNS, SUBSET_DIR, balance_summary, make_subset
 
 
@@ -22,6 +23,8 @@ def main(params: Params) -> None:
         write_json(out / CLASSES_FILE, subset.classes)
         write_json(out / "skipped.json", subset.skipped)
         write_csv(out / "duplicates.csv", pd.DataFrame([asdict(d) for d in subset.duplicates], columns=DUPLICATE_COLUMNS))
+        if params.data.format == "tfrecord":  # decoded and resized once, for every later stage
+            write_shards(out, subset.splits, params)
     write_json("metrics/subset.json", summary)
     print(f"classes: {', '.join(subset.classes)}")
     print(" ".join(f"{split}={summary[split]['images']}" for split in subset.splits))
@@ -30,6 +33,19 @@ def main(params: Params) -> None:
     if subset.duplicates:
         action = "dropped" if subset.dropped_duplicates else "kept (subset.drop_duplicates: false)"
         print(f"{len(subset.duplicates)} cross-split duplicates {action}; listed in {SUBSET_DIR}/duplicates.csv")
+
+
+def write_shards(out, splits: dict[str, pd.DataFrame], params: Params) -> None:
+    data = params.data
+    directory = data.tfrecord_dir or DEFAULT_DIR
+    location = directory if data.tfrecord_dir else str(out / DEFAULT_DIR)
+    shards = {
+        split: write_split(location, split, frame["path"].tolist(), frame["label"].tolist(), data.image_size,
+                           data.shard_size, params.download.max_pixels)
+        for split, frame in splits.items()
+    }
+    counts = {split: len(frame) for split, frame in splits.items()}
+    write_index(out, shards, directory, counts, data.image_size, data.shard_size)
 
 
 if __name__ == "__main__":

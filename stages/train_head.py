@@ -1,7 +1,7 @@
 """Stage 3: train a new head on the frozen EfficientNetB0 base (the study's first phase)."""
 
 from inat_classifier import stage
-from inat_classifier.dataset import batches, load_split, read_classes
+from inat_classifier.dataset import batches, images_only, load_split, read_classes
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
@@ -17,7 +17,7 @@ def main(params: Params) -> None:
     model = build_classifier(params.model, len(classes), params.data.image_size)
     if not params.model.pretrained:
         # A random base has no real BatchNorm statistics; without these every image looks the same.
-        recalibrate_batchnorm(model, train.pixels)
+        recalibrate_batchnorm(model, images_only(train, params))
     if config.feature_cache:  # the base is frozen: run it once per view, then train the head alone
         trained = head_model(model)
         train_data = feature_batches(base_features(model, train, params, config.feature_cache), train.labels, params, True)

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 
-from inat_classifier.dataset import Split, batches
+from inat_classifier.dataset import Split, batches, images_only
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model, unfreeze
 from inat_classifier.params import parse_params
 from inat_classifier.training import compile_model, fit, make_deterministic
@@ -37,7 +37,7 @@ def main(out: str, kill_epoch: int | None) -> None:
     rng = np.random.default_rng(0)
     split = Split("train", rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8), np.arange(32, dtype=np.int32) % 3, [], [])
     model = build_classifier(params.model, 3, 32)
-    recalibrate_batchnorm(model, split.pixels)
+    recalibrate_batchnorm(model, images_only(split, params))
     model = unfreeze(model, 30, batchnorm_trains=True)
     compile_model(model, 1e-3)
     if kill_epoch is not None:  # fit's own callbacks come first, like a real kill after their work

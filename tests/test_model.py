@@ -42,7 +42,7 @@ def test_a_random_base_in_inference_mode_sees_every_image_alike_until_recalibrat
     x = images()
     before = base(x, training=False).numpy()
     assert before.std(axis=0).max() < 1e-3  # the documented trap: chance accuracy that looks like working code
-    recalibrate_batchnorm(base, x, batch_size=8)
+    recalibrate_batchnorm(base, [x[i : i + 8] for i in range(0, len(x), 8)])
     after = base(x, training=False).numpy()
     assert after.std(axis=0).mean() > 0.05
     assert not np.allclose(after[0], after[-1])
@@ -51,7 +51,7 @@ def test_a_random_base_in_inference_mode_sees_every_image_alike_until_recalibrat
 def test_recalibrating_the_whole_classifier_also_fits_the_head_batchnorm():
     model = build_classifier(ModelParams(), num_classes=2, image_size=SIZE)
     x = images()
-    recalibrate_batchnorm(model, x, batch_size=len(x))  # one batch: moving statistics = its statistics
+    recalibrate_batchnorm(model, [x])  # one batch: moving statistics = its statistics
     features = base_of(model)(x, training=False).numpy()
     head_mean = model.get_layer("head_bn").moving_mean.numpy()
     np.testing.assert_allclose(head_mean, features.mean(axis=0), rtol=1e-3, atol=1e-4)
@@ -119,7 +119,7 @@ def test_a_local_weights_file_is_loaded_into_the_base(tmp_path, monkeypatch):
     """The offline stand-in for ImageNet weights: a file the test itself saves."""
     monkeypatch.chdir(tmp_path)
     donor = build_classifier(ModelParams(), num_classes=2, image_size=SIZE)
-    recalibrate_batchnorm(base_of(donor), images(), 8)  # make its statistics distinctive
+    recalibrate_batchnorm(base_of(donor), [images()])  # make its statistics distinctive
     base_of(donor).save_weights("donor.weights.h5")
     params = parse_params({"model": {"weights": "donor.weights.h5"}})
     model = build_classifier(params.model, num_classes=2, image_size=SIZE)

@@ -10,7 +10,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from inat_classifier.dataset import Split, batches  # noqa: E402
+from inat_classifier.dataset import Split, batches, images_only  # noqa: E402
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
 from inat_classifier.model import build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
 from inat_classifier.params import Train, parse_params  # noqa: E402
@@ -63,7 +63,7 @@ def structured_split(n=24, size=32) -> Split:
 def recalibrated_classifier(params, split):
     make_deterministic(params.seed)
     model = build_classifier(params.model, 3, 32)
-    recalibrate_batchnorm(model, split.pixels)
+    recalibrate_batchnorm(model, images_only(split, params))
     return model
 
 

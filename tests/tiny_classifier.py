@@ -56,7 +56,7 @@ def train_tiny_classifier(seed: int = 0, images: int = 32, epochs: int = 20):
     make_deterministic(seed)
     model = build_classifier(ModelParams(), num_classes=len(CLASSES), image_size=SIZE)
     x, y = dataset(images, seed)
-    recalibrate_batchnorm(base_of(model), x)
+    recalibrate_batchnorm(base_of(model), [x])
     features = base_of(model)(x, training=False)
     head = keras.Sequential([keras.Input(features.shape[1:]), *head_of(model)])
     compile_model(head, 1e-2)

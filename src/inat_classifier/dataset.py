@@ -1,10 +1,16 @@
-"""From ``data/subset/*.csv`` to batches: decode and resize each image once, then stream it.
+"""From ``data/subset`` to batches: decode and resize each image once, then stream it.
 
-Decoded uint8 pixels live in memory when they fit (``data.cache``), otherwise in an unlinked
-memory-mapped file that disappears with the process, even after ``kill -9``. Epoch ``e``'s order
-and augmentation depend only on ``(seed, e)``: the shuffle and the augmentation are stateless, so a
-run resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
-Augmentation runs on whole uint8 batches and overlaps the training step through ``prefetch``.
+With ``data.format: files`` the stage decodes the photos once into uint8 pixels in memory when they
+fit (``data.cache``), otherwise into an unlinked memory-mapped file that disappears with the
+process, even after ``kill -9``; with ``tfrecord`` it streams the subset stage's shards (``records.py``).
+
+Both formats serve the same order: the rows form blocks of ``data.shard_size`` (a shard's rows), an
+epoch permutes the blocks, and each group of ``data.shuffle_shards`` blocks is shuffled as a whole,
+so the shards stream with only one group in memory and the in-memory path gives the same batches.
+Epoch ``e``'s order and augmentation depend only on ``(seed, e)``: the shuffles and the augmentation
+are stateless, so a run resumed from a checkpoint sees exactly the batches an uninterrupted run
+would have seen. Augmentation runs on whole uint8 batches and overlaps the training step through
+``prefetch``.
 """
 
 from __future__ import annotations
@@ -23,21 +29,24 @@ import tensorflow as tf
 from .augment import build_augmenter
 from .errors import DataError
 from .images import load_many
-from .params import Params
+from .params import Data, Params
+from .records import Records, open_split, parse
 from .subset import CLASSES_FILE, SUBSET_DIR
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
 DISK_CACHE_DIR = Path("data/cache")
 DRAWS_PER_EPOCH = 2**20  # room in a seed counter for one epoch's batches
+GROUP_DRAWS = 2**32  # room in a seed counter for the epochs of one group of blocks
 
 
 @dataclass(frozen=True)
 class Split:
     name: str
-    pixels: np.ndarray  # N x S x S x 3 uint8, in memory or memory-mapped
+    pixels: np.ndarray | None  # N x S x S x 3 uint8, in memory or memory-mapped; None when streamed
     labels: np.ndarray  # N int32
     paths: list[str]
     skipped: list[str]
+    records: Records | None = None  # the shards, with data.format: tfrecord
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,10 +88,14 @@ def load_split(name: str, params: Params, subset_dir: Path = SUBSET_DIR) -> Spli
     if not path.is_file():
         raise DataError(f"{path}: missing; run the subset stage first (dvc repro subset)")
     frame = pd.read_csv(path, dtype={"path": str, "label": np.int32, "class_name": str}, keep_default_na=False)
-    size, cache = params.data.image_size, params.data.cache
+    labels, paths, data = frame["label"].to_numpy(np.int32), frame["path"].tolist(), params.data
+    if data.format == "tfrecord":  # decoded by the subset stage
+        records = open_split(Path(subset_dir), name, len(frame), data.image_size, data.shard_size)
+        return Split(name=name, pixels=None, labels=labels, paths=paths, skipped=[], records=records)
+    size, cache = data.image_size, data.cache
     on_disk = cache == "disk" or (cache == "auto" and not fits_in_memory(len(frame), size))
     pixels, kept, problems = load_many(
-        frame["path"].tolist(),
+        paths,
         size,
         params.download.max_pixels,
         desc=f"decoding {name}" + (" (to disk)" if on_disk else ""),
@@ -92,13 +105,56 @@ def load_split(name: str, params: Params, subset_dir: Path = SUBSET_DIR) -> Spli
         print(f"skipped: {problem}")
     if not kept:
         raise DataError(f"{path}: no readable images")
-    return Split(
-        name=name,
-        pixels=pixels,
-        labels=frame["label"].to_numpy(np.int32)[kept],
-        paths=[frame["path"].iloc[i] for i in kept],
-        skipped=problems,
-    )
+    return Split(name=name, pixels=pixels, labels=labels[kept], paths=[paths[i] for i in kept], skipped=problems)
+
+
+@dataclass(frozen=True)
+class Order:
+    """How an epoch orders ``count`` rows (see the module docstring); ``epoch`` is read when iterated."""
+
+    count: int
+    block: int
+    blocks_per_group: int
+    seed: int
+    shuffle: bool
+    epoch: tf.Variable
+
+    @classmethod
+    def of(cls, count: int, data: Data, seed: int, shuffle: bool) -> "Order":
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        return cls(count, data.shard_size, data.shuffle_shards, seed, shuffle, epoch)
+
+    def groups(self) -> tf.data.Dataset:
+        """(group number, its block numbers padded with -1) for the current epoch."""
+        blocks, per = -(-self.count // self.block), self.blocks_per_group
+        groups = -(-blocks // per)
+
+        def arrange(_: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            order = tf.range(blocks, dtype=tf.int64)
+            if self.shuffle:  # a key of its own: seeds are < 2**31
+                key = tf.stack([tf.constant(self.seed + 2**31, tf.int64), self.epoch])
+                order = tf.random.experimental.stateless_shuffle(order, seed=key)
+            padded = tf.concat([order, -tf.ones([groups * per - blocks], tf.int64)], 0)
+            return tf.range(groups, dtype=tf.int64), tf.reshape(padded, [groups, per])
+
+        return tf.data.Dataset.from_tensors(0).map(arrange).unbatch()
+
+    def rows(self, group: tf.Tensor, blocks: tf.Tensor) -> tf.Tensor:
+        """The rows of ``blocks`` in the order the epoch serves them.
+
+        The group's rows in ascending order, shuffled with the key ``(seed, epoch + group * 2**32)``:
+        a set that fits in one group is shuffled by ``(seed, epoch)`` as a whole.
+        """
+        blocks = tf.sort(tf.boolean_mask(blocks, blocks >= 0))
+        rows = tf.ragged.range(blocks * self.block, tf.minimum((blocks + 1) * self.block, self.count)).flat_values
+        if not self.shuffle:
+            return rows
+        key = tf.stack([tf.constant(self.seed, tf.int64), self.epoch + group * GROUP_DRAWS])
+        return tf.random.experimental.stateless_shuffle(rows, seed=key)
+
+    def indices(self) -> tf.data.Dataset:
+        """The epoch's row numbers, one element each."""
+        return self.groups().map(self.rows).unbatch()
 
 
 def epoch_batches(
@@ -107,30 +163,42 @@ def epoch_batches(
     shape: tuple[int, ...],
     dtype: tf.DType,
     batch_size: int,
-    seed: int,
-    shuffle: bool,
-) -> tuple[tf.data.Dataset, tf.Variable]:
-    """(rows, labels) batches over ``len(labels)`` items; ``rows(epoch, indices)`` reads them from numpy.
-
-    Returns the dataset and the variable holding the epoch it serves: a stateless shuffle keyed by
-    ``(seed, epoch)`` orders the items, so any epoch can be replayed on its own.
-    """
-    count, label_tensor = len(labels), tf.constant(labels)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-
-    def order(_: tf.Tensor) -> tf.Tensor:
-        indices = tf.range(count, dtype=tf.int64)
-        if not shuffle:
-            return indices
-        return tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    order: Order,
+) -> tf.data.Dataset:
+    """(rows, labels) batches in ``order``; ``rows(epoch, indices)`` reads them from numpy."""
+    label_tensor = tf.constant(labels)
 
     def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        read = tf.numpy_function(lambda e, i: rows(int(e), i), [epoch.read_value(), indices], dtype, stateful=False)
+        read = tf.numpy_function(lambda e, i: rows(int(e), i), [order.epoch.read_value(), indices], dtype, stateful=False)
         read.set_shape([None, *shape])
         return read, tf.gather(label_tensor, indices)
 
-    data = tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size).map(gather)
-    return data.with_options(_threading()), epoch
+    return order.indices().batch(batch_size).map(gather).with_options(_threading())
+
+
+def record_batches(records: Records, batch_size: int, order: Order) -> tf.data.Dataset:
+    """The shards' (uint8 images, labels) batches in ``order``, holding one group of shards in memory.
+
+    The group's shards are read in parallel (their records arrive interleaved), then put in the
+    group's order by their row numbers.
+    """
+    files = tf.constant(records.files)
+
+    def group(number: tf.Tensor, blocks: tf.Tensor) -> tf.data.Dataset:
+        wanted = order.rows(number, blocks)
+        read = tf.data.TFRecordDataset(
+            tf.gather(files, tf.boolean_mask(blocks, blocks >= 0)), num_parallel_reads=order.blocks_per_group
+        )
+
+        def arrange(indices: tf.Tensor, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            by_row = tf.argsort(indices)
+            source = tf.gather(by_row, tf.searchsorted(tf.gather(indices, by_row), wanted))
+            return tf.gather(images, source), tf.gather(labels, source)
+
+        whole = read.batch(order.blocks_per_group * order.block)
+        return whole.map(lambda serialized: arrange(*parse(serialized, records.image_size))).unbatch()
+
+    return order.groups().flat_map(group).batch(batch_size).with_options(_threading())
 
 
 def _threading() -> tf.data.Options:
@@ -147,20 +215,27 @@ def _threading() -> tf.data.Options:
     return options
 
 
-def batches(split: Split, params: Params, *, shuffle: bool, augment: bool) -> Batches:
+def batches(split: Split, params: Params, *, shuffle: bool, augment: bool, batch_size: int | None = None) -> Batches:
     """Batches of ``split``; shuffled and augmented per epoch for training, plain and ordered otherwise."""
-    pixels = split.pixels
-    data, epoch = epoch_batches(
-        lambda _, rows: pixels[rows], split.labels, pixels.shape[1:], tf.uint8,
-        params.data.batch_size, params.seed, shuffle,
-    )
+    batch_size = batch_size or params.data.batch_size
+    order = Order.of(len(split), params.data, params.seed, shuffle)
+    if split.records is not None:
+        data = record_batches(split.records, batch_size, order)
+    else:
+        pixels = split.pixels
+        data = epoch_batches(lambda _, rows: pixels[rows], split.labels, pixels.shape[1:], tf.uint8, batch_size, order)
     augmenter = build_augmenter(params.augment) if augment else None
     if augmenter is None:
         data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
     else:  # batch i of epoch e draws from (seed, e, i) alone
-        seed = tf.constant(params.seed, tf.int64)
+        seed, epoch = tf.constant(params.seed, tf.int64), order.epoch
         data = data.enumerate().map(
             lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,  # stateless, so parallel batches stay deterministic (GPU)
         )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign)
+    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign)
+
+
+def images_only(split: Split, params: Params, batch_size: int = 256) -> tf.data.Dataset:
+    """Float32 image batches of the whole split in a shuffled order (epoch 0), for statistics."""
+    return batches(split, params, shuffle=True, augment=False, batch_size=batch_size).dataset.map(lambda x, _: x)

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from .dataset import Batches, Split, batches, epoch_batches
+from .dataset import Batches, Order, Split, batches, epoch_batches
 from .model import base_of, head_of
 from .params import Params
 
@@ -59,10 +59,9 @@ def base_features(model: keras.Model, split: Split, params: Params, views: int) 
 
 
 def feature_batches(features: np.ndarray, labels: np.ndarray, params: Params, shuffle: bool) -> Batches:
-    """Epoch ``e`` serves view ``e mod views`` of ``features``, shuffled by ``(seed, e)``."""
-    views = len(features)
-    data, epoch = epoch_batches(
-        lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32,
-        params.data.batch_size, params.seed, shuffle,
+    """Epoch ``e`` serves view ``e mod views`` of ``features``, in the order images would have."""
+    views, order = len(features), Order.of(len(labels), params.data, params.seed, shuffle)
+    data = epoch_batches(
+        lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32, params.data.batch_size, order
     )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), epoch.assign)
+    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign)

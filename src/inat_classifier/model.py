@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import keras
@@ -96,14 +97,15 @@ def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) 
     return assemble(base, head_of(model), image_size)
 
 
-def recalibrate_batchnorm(model: keras.Model, pixels: np.ndarray, batch_size: int = 256) -> None:
-    """Set every BatchNormalization layer's moving statistics to the average over ``pixels``.
+def recalibrate_batchnorm(model: keras.Model, images: Iterable) -> None:
+    """Set every BatchNormalization layer's moving statistics to the average over ``images`` (batches).
 
     A random base in inference mode otherwise maps every image to the same features (its moving
     statistics are still the initial 0 and 1), and a model whose BatchNormalization trained keeps
     statistics that lag its final weights, in the head as much as in the base. One pass in training
     mode, dropout off, with momentum k/(k+1) on the k-th batch leaves the running mean of the batch
-    statistics. Large batches keep the eager per-call overhead small.
+    statistics. Splits are stored sorted by class, so the batches must be shuffled samples of all of
+    it; large batches keep the eager per-call overhead small (``dataset.images_only``).
     """
     layers = list(model._flatten_layers(include_self=False))
     norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -114,12 +116,10 @@ def recalibrate_batchnorm(model: keras.Model, pixels: np.ndarray, batch_size: in
             layer.trainable = True
         for layer in dropouts:
             layer.rate = 0.0
-        # Splits are stored sorted by class: batches must be random samples of all of it.
-        order = np.random.default_rng(0).permutation(len(pixels))
-        for k, start in enumerate(range(0, len(pixels), batch_size)):
+        for k, batch in enumerate(images):
             for layer in norms:
                 layer.momentum = k / (k + 1)
-            model(pixels[order[start : start + batch_size]].astype("float32"), training=True)
+            model(batch, training=True)
     finally:
         for layer, (momentum, trainable) in zip(norms, saved[0]):
             layer.momentum, layer.trainable = momentum, trainable

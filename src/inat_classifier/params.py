@@ -175,12 +175,30 @@ class Subset(Section):
     drop_duplicates: bool = Field(True, description="drop val/test photos that copy an earlier split's photo")
 
 
+# tf.io.gfile's filesystems besides local paths: ram:// is TensorFlow's in-process one (tests).
+RECORD_SCHEMES = ("gs", "s3", "hdfs", "ram")
+
+
 class Data(Section):
     image_size: int = Field(48, ge=32, le=1024)
-    batch_size: int = Field(32, ge=1, le=4096)
-    cache: Literal["auto", "memory", "disk"] = Field(
-        "auto", description="decoded uint8 images: memory when they fit in a quarter of RAM, else disk"
+    batch_size: int = Field(32, ge=1, le=4096, description="the global batch, split over replicas")
+    format: Literal["files", "tfrecord"] = Field(
+        "files", description="files: decode the photos at the start of each stage; tfrecord: stream shards"
     )
+    cache: Literal["auto", "memory", "disk"] = Field(
+        "auto", description="files: decoded uint8 images in memory when they fit in a quarter of RAM, else disk"
+    )
+    shard_size: int = Field(1000, ge=1, description="images per TFRecord shard and per block of the shuffle")
+    shuffle_shards: int = Field(4, ge=1, description="blocks shuffled together; tfrecord holds this many in memory")
+    tfrecord_dir: str = Field("", description="where subset writes shards: empty = data/subset/tfrecord")
+
+    @field_validator("tfrecord_dir")
+    @classmethod
+    def _tfrecord_dir(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if "://" in value and scheme not in RECORD_SCHEMES:
+            raise ValueError(f"'{value}': a local path or a {'://, '.join(RECORD_SCHEMES)}:// URL")
+        return value.rstrip("/")
 
 
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
