@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet --no-deps "tf-keras==2.21.0"
 	python benchmarks/speed.py
 	python benchmarks/pipeline.py
+	python benchmarks/tfrecord.py
 
 clean:
 	rm -rf $(VENV)

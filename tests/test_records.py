@@ -128,6 +128,11 @@ def test_shards_that_do_not_match_the_params_or_the_csv_are_a_clear_error(tmp_pa
         load_split("train", tfrecord, tmp_path)
 
 
+def test_a_filesystem_tensorflow_lacks_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"data.tfrecord_dir: hdfs://nowhere/x: this TensorFlow cannot open hdfs://"):
+        write_split("hdfs://nowhere/x", "train", [], [], 32, 10, 10**6)
+
+
 def test_write_split_decodes_a_shard_at_a_time_and_names_shards_by_count(tmp_path):
     paths = [str(write_image(tmp_path / f"{i}.png", size=(20 + i, 24), seed=i)) for i in range(5)]
     names = write_split(str(tmp_path / "out"), "val", paths, [0, 1, 0, 1, 1], 16, 2, 10**6)

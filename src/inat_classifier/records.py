@@ -37,6 +37,14 @@ class Records:
     image_size: int
 
 
+def check_location(directory: str) -> None:
+    """A filesystem TensorFlow lacks fails at once with a hint, not mid-run with a traceback."""
+    scheme = directory.split("://", 1)[0] if "://" in directory else ""
+    if scheme not in tf.io.gfile.get_registered_schemes():
+        raise DataError(f"data.tfrecord_dir: {directory}: this TensorFlow cannot open {scheme}:// paths (it has "
+                        f"{', '.join(s + '://' for s in tf.io.gfile.get_registered_schemes() if s)}); s3:// needs tensorflow-io")
+
+
 def shard_names(split: str, count: int, shard_size: int) -> list[str]:
     shards = max(1, math.ceil(count / shard_size))
     return [f"{split}-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
@@ -66,6 +74,7 @@ def write_split(
     max_pixels: int,
 ) -> list[str]:
     """Decode ``paths`` a shard at a time (memory holds one shard) and write them; return the shard paths."""
+    check_location(directory)
     names = shard_names(split, len(paths), shard_size)
     for k, name in enumerate(tqdm(names, desc=f"writing {split} shards", unit="shard", mininterval=1.0)):
         rows = slice(k * shard_size, (k + 1) * shard_size)
@@ -100,6 +109,7 @@ def open_split(subset_dir: Path, split: str, count: int, image_size: int, shard_
     directory = index["directory"]
     if "://" not in directory and not Path(directory).is_absolute():
         directory = str(Path(subset_dir) / directory)
+    check_location(directory)
     files = [f"{directory}/{name}" for name in entry["files"]]
     missing = [name for name in files if not tf.io.gfile.exists(name)]
     if missing:
