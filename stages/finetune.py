@@ -2,6 +2,7 @@
 
 from inat_classifier import stage
 from inat_classifier.dataset import batches, images_only, load_split, read_classes
+from inat_classifier.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
 from inat_classifier.params import Params
 from inat_classifier.predict import save_class_names
@@ -13,13 +14,15 @@ HEAD = "models/head.keras"
 def main(params: Params) -> None:
     make_deterministic(params.seed)
     jit_compile = use_device(params.train)
+    strategy = strategy_for(params.train)  # first: multi_worker must set up before any TensorFlow op
     config = params.finetune
     batchnorm_trains = config.batchnorm_trains(params.model)
     train, val = load_split("train", params), load_split("val", params)
-    model = under_current_policy(load_model(HEAD), params.model)
+    with strategy.scope(), chief_file(strategy, HEAD) as head:  # the chief's head.keras, on every worker
+        model = under_current_policy(load_model(head), params.model)
+        stamp = fingerprint(params, head, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
     model = unfreeze(model, config.unfrozen_layers(params.model), batchnorm_trains)
     compile_model(model, config.learning_rate, jit_compile)
-    stamp = fingerprint(params, HEAD, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
     fit(
         model,
         batches(train, params, shuffle=True, augment=True),
@@ -34,8 +37,10 @@ def main(params: Params) -> None:
     if batchnorm_trains:
         # Moving statistics lag weights that changed fast; match them to the final weights.
         recalibrate_batchnorm(model, images_only(train, params))
-    save_model(model, "models/model.keras")
-    save_class_names("models/model.keras", read_classes())  # so predict needs nothing but the model
+    if is_chief(strategy):  # every worker holds these weights; one writes them
+        save_model(model, "models/model.keras")
+        save_class_names("models/model.keras", read_classes())  # so predict needs nothing but the model
+    leave_together(strategy)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from inat_classifier import stage
 from inat_classifier.dataset import batches, images_only, load_split, read_classes
+from inat_classifier.distribute import is_chief, leave_together, strategy_for
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
@@ -11,10 +12,12 @@ from inat_classifier.training import class_weights, compile_model, fingerprint, 
 def main(params: Params) -> None:
     make_deterministic(params.seed)
     jit_compile = use_device(params.train)
+    strategy = strategy_for(params.train)  # first: multi_worker must set up before any TensorFlow op
     config = params.train_head
     classes = read_classes()
     train, val = load_split("train", params), load_split("val", params)
-    model = build_classifier(params.model, len(classes), params.data.image_size)
+    with strategy.scope():  # models made from its layers (head, frozen base) train under it too
+        model = build_classifier(params.model, len(classes), params.data.image_size)
     if not params.model.pretrained:
         # A random base has no real BatchNorm statistics; without these every image looks the same.
         recalibrate_batchnorm(model, images_only(train, params))
@@ -30,7 +33,9 @@ def main(params: Params) -> None:
     stamp = fingerprint(params, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
     weights = class_weights(config.class_weight, train.labels, len(classes))
     fit(trained, train_data, val_data, config.epochs, "train_head", stamp, class_weight=weights)
-    save_model(model, "models/head.keras")
+    if is_chief(strategy):  # every worker holds these weights; one writes them
+        save_model(model, "models/head.keras")
+    leave_together(strategy)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,17 @@ from .params import Params
 
 
 def head_model(model: keras.Model) -> keras.Model:
-    """The classifier's head as a model of its own, sharing its layers (training one trains both)."""
+    """The classifier's head as a model of its own, sharing its layers (training one trains both).
+
+    It trains under the classifier's distribution strategy, where the shared variables live.
+    """
     base = base_of(model)
-    inputs = keras.Input(base.output_shape[1:], name="features")
-    x = inputs
-    for layer in head_of(model):
-        x = layer(x)
-    return keras.Model(inputs, x, name="head")
+    with model.distribute_strategy.scope():
+        inputs = keras.Input(base.output_shape[1:], name="features")
+        x = inputs
+        for layer in head_of(model):
+            x = layer(x)
+        return keras.Model(inputs, x, name="head")
 
 
 class FrozenBaseHead(keras.Model):
@@ -39,7 +43,8 @@ class FrozenBaseHead(keras.Model):
     """
 
     def __init__(self, model: keras.Model):
-        super().__init__(name="frozen_base_head")
+        with model.distribute_strategy.scope():  # trains where the classifier's variables live
+            super().__init__(name="frozen_base_head")
         self.base, self.head = base_of(model), head_model(model)
         self.built = True  # both parts are built already
 

@@ -33,17 +33,18 @@ def build_base(config: ModelParams, image_size: int) -> keras.Model:
 
 
 def assemble(base: keras.Model, head: list[keras.Layer], image_size: int) -> keras.Model:
-    """Wire input -> base -> head.
+    """Wire input -> base -> head, under the base's distribution strategy (where its variables live).
 
     No ``training=False`` on the base: Keras 3 lets the outer call's ``training`` override it. Frozen
     BatchNormalization layers stay in inference mode by being non-trainable; the frozen phase runs
     the base in inference mode itself (``features.py``).
     """
-    inputs = keras.Input((image_size, image_size, 3), name="image")  # 0..255: EfficientNet rescales itself
-    x = base(inputs)
-    for layer in head:
-        x = layer(x)
-    return keras.Model(inputs, x, name="classifier")
+    with base.distribute_strategy.scope():
+        inputs = keras.Input((image_size, image_size, 3), name="image")  # 0..255: EfficientNet rescales itself
+        x = base(inputs)
+        for layer in head:
+            x = layer(x)
+        return keras.Model(inputs, x, name="classifier")
 
 
 def build_classifier(config: ModelParams, num_classes: int, image_size: int) -> keras.Model:
@@ -125,6 +126,16 @@ def recalibrate_batchnorm(model: keras.Model, images: Iterable) -> None:
             layer.momentum, layer.trainable = momentum, trainable
         for layer, rate in zip(dropouts, saved[1]):
             layer.rate = rate
+
+
+def moving_statistics(model: keras.Model) -> list[keras.Variable]:
+    """The moving means and variances of the BatchNormalization layers that train (the others keep theirs)."""
+    return [
+        variable
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+        for variable in (layer.moving_mean, layer.moving_variance)
+    ]
 
 
 def save_model(model: keras.Model, target: str | Path) -> None:

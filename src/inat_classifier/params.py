@@ -250,13 +250,17 @@ class ModelParams(Section):
 
 
 Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+Distribute = Literal["none", "mirrored", "multi_worker"]
 
 
 class Train(Section):
-    """How both training stages use the device; ``auto`` picks what was measured fastest there."""
+    """How both training stages use the devices; ``auto`` picks what was measured fastest there."""
 
     precision: Precision = Field("auto", description="auto: mixed_float16 on a GPU, float32 on a CPU")
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: on a GPU, off on a CPU")
+    distribute: Distribute = Field(
+        "none", description="mirrored: every local GPU; multi_worker: the machines in TF_CONFIG (distribute.py)"
+    )
 
 
 ClassWeight = Literal["none", "balanced"]

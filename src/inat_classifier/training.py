@@ -5,7 +5,8 @@ epoch when rerun: Keras' BackupAndRestore keeps weights and optimizer state outs
 (DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
 curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
 resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings or inputs
-is discarded, never resumed.
+is discarded, never resumed. On several workers the chief alone writes the logs and the checkpoint
+(``distribute.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from .atomic import write_json
 from .dataset import DRAWS_PER_EPOCH, Batches
+from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
+from .model import moving_statistics
 from .params import Params, Train
 
 LIVE_DIR = Path("dvclive")
@@ -56,12 +59,14 @@ def use_device(config: Train) -> bool:
 
 
 def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile,
-    )
+    """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too."""
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=jit_compile,
+        )
 
 
 def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
@@ -81,14 +86,29 @@ def fingerprint(params: Params, *inputs: str | Path) -> str:
 
 
 class Resume(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that refuses a stale checkpoint and keeps the per-epoch logs with the weights."""
+    """BackupAndRestore that refuses a stale checkpoint and keeps the per-epoch logs with the weights.
 
-    def __init__(self, directory: Path, stamp: str):
+    Only a worker that ``writes`` (the chief) touches the directory; the others resume from the
+    epoch and the state the chief restored, received from it, so all continue alike even where the
+    checkpoint is on the chief's disk alone.
+    """
+
+    def __init__(self, directory: Path, stamp: str, writes: bool = True):
         super().__init__(str(directory), save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
-        self.directory, self.stamp = Path(directory), stamp
+        self.directory, self.stamp, self.writes = Path(directory), stamp, writes
         self.history: list[dict] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.writes:
+            self._restore(logs)
+        strategy = self.model.distribute_strategy
+        if is_multi_worker(strategy):
+            start = int(from_chief(strategy, tf.constant(self.model._initial_epoch or 0, tf.int64)))
+            if start:
+                copy_from_chief(strategy, [*self.model.weights, *self.model.optimizer.variables])
+                self.model._initial_epoch = start
+
+    def _restore(self, logs: dict | None) -> None:
         stamp_file, history_file = self.directory / "fingerprint", self.directory / "history.json"
         if self.directory.exists() and (not stamp_file.is_file() or stamp_file.read_text() != self.stamp):
             print(f"{self.directory}: checkpoint of other settings or inputs, starting afresh")
@@ -102,10 +122,16 @@ class Resume(keras.callbacks.BackupAndRestore):
         stamp_file.write_text(self.stamp)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.writes:
+            return
         # Logs first, weights second: a kill in between leaves logs for an epoch that is then redone.
         self.history.append({name: round(float(value), 6) for name, value in sorted((logs or {}).items())})
         write_json(self.directory / "history.json", self.history)
         super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.writes:
+            super().on_train_end(logs)
 
 
 class LiveLogger(keras.callbacks.Callback):
@@ -171,6 +197,39 @@ class EpochData(keras.callbacks.Callback):
         self.reseed_model(epoch)
 
 
+class SameStatistics(keras.callbacks.Callback):
+    """Averages the replicas' BatchNormalization statistics before each validation and at the end.
+
+    Each replica updates them from its own share of the batches (``distribute.mean_over_replicas``);
+    averaged, all replicas validate, and the chief saves, one model: the logged val metrics are the
+    saved model's.
+    """
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        mean_over_replicas(self.model.distribute_strategy, moving_statistics(self.model))
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        mean_over_replicas(self.model.distribute_strategy, moving_statistics(self.model))
+
+
+def whole_shares(data: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    """Training batches with an image for every replica: a last batch smaller than that repeats its images.
+
+    A replica with no image would compute NaN BatchNormalization statistics and gradients, which the
+    all-reduce spreads to every replica. Dropping the batch instead would hide the epoch's length
+    from Keras.
+    """
+    if replicas == 1:
+        return data
+
+    def fill(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        count = tf.shape(labels)[0]
+        rows = tf.range(tf.maximum(count, replicas)) % count
+        return tf.gather(images, rows), tf.gather(labels, rows)
+
+    return data.map(fill)
+
+
 def fit(
     model: keras.Model,
     train: Batches,
@@ -185,17 +244,23 @@ def fit(
     """Fit with dvclive logging to ``dvclive/<stage>`` and a resumable checkpoint in ``checkpoints/<stage>``.
 
     The callbacks' order matters: Resume restores before LiveLogger replays, and saves each epoch's
-    logs before LiveLogger writes them.
+    logs before LiveLogger writes them. Only the chief logs and checkpoints (``distribute.py``).
     """
-    resume = Resume(CHECKPOINT_DIR / stage, stamp)
-    callbacks: list[keras.callbacks.Callback] = [resume, LiveLogger(LIVE_DIR / stage, resume, first_step), EpochData(train)]
+    strategy = model.distribute_strategy
+    chief = is_chief(strategy)
+    resume = Resume(CHECKPOINT_DIR / stage, stamp, writes=chief)
+    callbacks: list[keras.callbacks.Callback] = [resume, EpochData(train)]
+    if chief:
+        callbacks.insert(1, LiveLogger(LIVE_DIR / stage, resume, first_step))
+    if strategy.num_replicas_in_sync > 1:
+        callbacks.append(SameStatistics())
     if patience:  # its patience counter restarts with a resumed run
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         )
     # The datasets order themselves (seeded per epoch); Keras must not shuffle.
     return model.fit(
-        train.dataset,
+        whole_shares(train.dataset, strategy.num_replicas_in_sync),
         validation_data=val.dataset,
         epochs=epochs,
         callbacks=callbacks,
