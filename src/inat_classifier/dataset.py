@@ -173,7 +173,7 @@ def epoch_batches(
         read.set_shape([None, *shape])
         return read, tf.gather(label_tensor, indices)
 
-    return order.indices().batch(batch_size).map(gather).with_options(_threading())
+    return order.indices().batch(batch_size).map(gather).with_options(_options())
 
 
 def record_batches(records: Records, batch_size: int, order: Order) -> tf.data.Dataset:
@@ -198,13 +198,18 @@ def record_batches(records: Records, batch_size: int, order: Order) -> tf.data.D
         whole = read.batch(order.blocks_per_group * order.block)
         return whole.map(lambda serialized: arrange(*parse(serialized, records.image_size))).unbatch()
 
-    return order.groups().flat_map(group).batch(batch_size).with_options(_threading())
+    return order.groups().flat_map(group).batch(batch_size).with_options(_options())
+
+
+def _options() -> tf.data.Options:
+    """Every pipeline's options, set where it starts (datasets built on it inherit them)."""
+    return _threading().merge(_sharding())
 
 
 def _threading() -> tf.data.Options:
     """Without a GPU the model needs every core: the pipeline keeps to one thread.
 
-    On 2 cores at 224 px one thread augments about ten times faster than the model trains (see
+    On 2 cores at 224 px one thread augments over twenty times faster than the model trains (see
     benchmarks/speed.py); more threads would only compete with the model. With a GPU the pipeline
     may use all the CPU's cores to keep the accelerator fed.
     """
@@ -247,7 +252,7 @@ def batches(split: Split, params: Params, *, shuffle: bool, augment: bool, batch
             lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,  # stateless, so parallel batches stay deterministic (GPU)
         )
-    return Batches(data.prefetch(tf.data.AUTOTUNE).with_options(_sharding()), order.epoch.assign)
+    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign)
 
 
 def images_only(split: Split, params: Params, batch_size: int = 256) -> tf.data.Dataset:

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from .atomic import atomic_path
 from .errors import UserError
