@@ -60,7 +60,7 @@ def pipeline_rate(batches) -> float:
     return round(count / (time.perf_counter() - start), 1)
 
 
-def paired_rates(model, train, val, images, labels, count: int, rounds: int = 3) -> dict:
+def paired_rates(model, train, val, images, labels, count: int, rounds: int = 5) -> dict:
     """The model alone and the real training step, measured in alternation on the same number of images.
 
     Each round runs ``count`` images of ``train_on_batch`` on one fixed batch (no tf.data), then one

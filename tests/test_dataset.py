@@ -89,6 +89,40 @@ def test_each_transform_moves_pixels_as_imagedatagenerator_would():
     assert (row - 16) * (col - 16) < 0
 
 
+@pytest.mark.parametrize("fill_mode", ["reflect", "wrap", "constant", "nearest"])
+def test_the_fused_resample_reads_the_pixels_tensorflows_transform_op_would(fill_mode):
+    """Turns, stretches and shifts far past the edges, against ImageProjectiveTransformV3 itself."""
+    from inat_classifier.augment import _resample
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (6, 33, 40, 3), dtype=np.uint8)
+    angle, scale = rng.uniform(-np.pi, np.pi, 6), rng.uniform(0.5, 2.5, 6)
+    affine = np.stack([scale * np.cos(angle), -scale * np.sin(angle), rng.uniform(-100, 100, 6),
+                       scale * np.sin(angle), scale * np.cos(angle), rng.uniform(-100, 100, 6)], 1).astype(np.float32)
+    factor = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=np.pad(affine, ((0, 0), (0, 2))), output_shape=[33, 40],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode.upper()).numpy()
+    expected = np.clip(expected * factor[:, None, None, None], 0, 255)
+    out = _resample(tf.constant(images), tf.constant(affine), tf.constant(factor), fill_mode).numpy()
+    np.testing.assert_allclose(out, expected, atol=0.01)
+    assert len(np.unique(out)) > 20  # interpolated, not a flat fill
+
+
+def test_every_pipeline_shards_by_data_and_keeps_to_one_thread_without_a_gpu():
+    """What tf.distribute needs (each worker keeps its share of every batch) and what the 2-core CPU needs."""
+    from inat_classifier.features import feature_batches
+
+    split = tiny_split()
+    features = np.zeros((1, len(split), 8), np.float32)
+    pipelines = [training(split), batches(split, PARAMS, shuffle=False, augment=False),
+                 feature_batches(features, split.labels, PARAMS, shuffle=True)]
+    for data in pipelines:
+        options = data.dataset.options()
+        assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+        assert options.threading.private_threadpool_size == 1
+
+
 def test_load_split_skips_unreadable_images_and_reports_them(tmp_path, capsys):
     good = [write_image(tmp_path / f"{i}.jpg", size=(50, 40), seed=i) for i in range(3)]
     bad = tmp_path / "bad.jpg"
