@@ -3,8 +3,9 @@
 ImageDataGenerator composed rotation, shift, shear and zoom into one affine matrix per image and
 resampled once; so does this, in one XLA-compiled loop per batch that also applies the brightness
 (Keras' separate preprocessing layers resample four times and cost several times more, and every
-cycle the pipeline spends on a 2-core CPU is taken from the model). Semantics follow ImageDataGenerator: ``rotation`` and ``shear`` in degrees,
-shifts as fractions of the side, zoom factors drawn per axis from [1 - zoom, 1 + zoom], brightness a
+cycle the pipeline spends on a 2-core CPU is taken from the model). Semantics follow
+ImageDataGenerator: ``rotation`` and ``shear`` in degrees, shifts as fractions of the side, zoom
+factors drawn per axis from [1 - zoom, 1 + zoom], brightness a
 factor in [low, high] (PIL's ImageEnhance.Brightness, a multiplication), ``fill_mode`` as scipy's,
 bilinear interpolation, the horizontal flip applied to the transformed image.
 
