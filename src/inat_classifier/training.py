@@ -208,8 +208,7 @@ class SameStatistics(keras.callbacks.Callback):
     def on_test_begin(self, logs: dict | None = None) -> None:
         mean_over_replicas(self.model.distribute_strategy, moving_statistics(self.model))
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        mean_over_replicas(self.model.distribute_strategy, moving_statistics(self.model))
+    on_train_end = on_test_begin
 
 
 def whole_shares(data: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
