@@ -1,12 +1,15 @@
 """Stage 5: score the fine-tuned model on each split once, then derive every metrics file, plot data,
 the per-image test predictions, the Markdown report with its gallery and the model card from it."""
 
+from inat_classifier import stage
+
+stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+
 import json
 from pathlib import Path
 
 import numpy as np
 
-from inat_classifier import stage
 from inat_classifier.atomic import write_csv, write_json, write_text
 from inat_classifier.dataset import batches, load_split, read_classes
 from inat_classifier.evaluation import (

@@ -1,6 +1,9 @@
 """Stage 4: unfreeze the base and fine-tune the whole classifier at a lower learning rate."""
 
 from inat_classifier import stage
+
+stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+
 from inat_classifier.dataset import batches, images_only, load_split, read_classes
 from inat_classifier.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze

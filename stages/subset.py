@@ -1,10 +1,13 @@
 """Stage 2: pick the classes, cap them, split train into train and validation, drop leaked copies."""
 
+from inat_classifier import stage
+
+stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+
 from dataclasses import asdict
 
 import pandas as pd
 
-from inat_classifier import stage
 from inat_classifier.atomic import atomic_dir, write_csv, write_json
 from inat_classifier.manifest import read_manifest
 from inat_classifier.params import Params

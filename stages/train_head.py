@@ -1,6 +1,9 @@
 """Stage 3: train a new head on the frozen EfficientNetB0 base (the study's first phase)."""
 
 from inat_classifier import stage
+
+stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+
 from inat_classifier.dataset import batches, images_only, load_split, read_classes
 from inat_classifier.distribute import is_chief, leave_together, strategy_for
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model

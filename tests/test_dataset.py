@@ -152,3 +152,22 @@ def test_the_disk_cache_holds_the_same_pixels_and_batches_as_memory(tmp_path, mo
     assert disk.labels.tolist() == memory.labels.tolist() == [0, 1, 0, 1, 0]
     assert list((tmp_path / "data" / "cache").iterdir()) == []  # unlinked while still in use
     assert_same(collect(training(disk), 1), collect(training(memory), 1))
+
+
+@pytest.mark.parametrize("rows,sizes", [(33, [8, 8, 8, 9]), (34, [8, 8, 8, 8, 2]), (32, [8, 8, 8, 8]), (5, [5])])
+def test_a_last_batch_too_small_for_every_replica_joins_the_one_before_and_rows_keep_their_order(rows, sizes):
+    params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
+    split = tiny_split(rows)
+    plain = batches(split, params, shuffle=True, augment=False)
+    plain.set_epoch(3)
+    served = [(x.numpy(), y.numpy()) for x, y in plain.for_replicas(2)]
+    assert [len(y) for _, y in served] == sizes
+    expected = collect(plain, epoch=3)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in served]), np.concatenate([x for x, _ in expected]))
+    assert plain.for_replicas(1) is plain.dataset
+
+
+def test_fewer_images_than_replicas_is_a_one_line_error():
+    data = batches(tiny_split(1), PARAMS, shuffle=False, augment=False)
+    with pytest.raises(DataError, match="1 images cannot give each of 2 replicas one"):
+        data.for_replicas(2)

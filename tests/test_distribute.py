@@ -112,15 +112,15 @@ def test_two_local_replicas_train_one_model_whose_logged_val_metrics_are_its_own
     assert run["replicas"] == 2
     history = run["history"]
     assert np.isfinite(history["loss"] + history["val_loss"]).all()  # no replica went without an image
-    assert history["accuracy"][0] * 34 == pytest.approx(round(history["accuracy"][0] * 34), abs=1e-4)  # 1 repeated
+    assert history["accuracy"][0] * 33 == pytest.approx(round(history["accuracy"][0] * 33), abs=1e-4)  # each once
     assert run["statistics"] == 2 and run["copies_equal"]  # the head's BatchNormalization, alike on both
     assert run["one_device_val"]["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
     assert run["one_device_val"]["accuracy"] == pytest.approx(history["val_accuracy"][-1])
 
 
-# Two workers fine-tune for the second of two epochs. The last of 33 training images is a batch of
-# one, which would leave a replica without an image; 9 validation images leave one with none
-# (harmless when evaluating).
+# Two workers fine-tune for the second of two epochs. The last of 33 training images and of 9
+# validation images is a batch of one, which would leave a replica without an image (a crash where
+# TensorFlow uses oneDNN): it joins the batch before.
 PARAMS = {
     "data": {"image_size": 32, "batch_size": 8},
     "subset": {"num_classes": len(CLASSES)},
@@ -245,7 +245,7 @@ def test_two_workers_fine_tune_as_one_and_only_the_chief_writes(tmp_path, monkey
     assert list((chief / "checkpoints").iterdir()) == []  # removed once the run finished
     logged = json.loads((chief / "dvclive" / "finetune" / "metrics.json").read_text())
     assert np.isfinite([logged["loss"], logged["val_loss"]]).all()  # no replica went without an image
-    assert logged["accuracy"] * 34 == pytest.approx(round(logged["accuracy"] * 34), abs=1e-4)  # 33 images, 1 repeated
+    assert logged["accuracy"] * 33 == pytest.approx(round(logged["accuracy"] * 33), abs=1e-4)  # 33 images, each once
     assert json.loads((chief / "dvclive" / "finetune" / "metrics.json").read_text())["step"] == 11  # 10 head epochs + 2
     saved = val_metrics(chief / "models" / "model.keras", chief)
     assert saved["loss"] == pytest.approx(logged["val_loss"], rel=1e-4)

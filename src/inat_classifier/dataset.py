@@ -54,10 +54,32 @@ class Split:
 
 @dataclass(frozen=True)
 class Batches:
-    """A dataset of (float32 images, labels) batches and the hook that selects its epoch."""
+    """A dataset of (float32 images, labels) batches of ``rows`` rows in all and the hook that selects its epoch."""
 
     dataset: tf.data.Dataset
     set_epoch: Callable[[int], None]
+    rows: int
+    batch_size: int
+
+    def for_replicas(self, replicas: int) -> tf.data.Dataset:
+        """The batches with a row for every replica: a last batch too small for that joins the one before.
+
+        tf.distribute splits each batch among the replicas. One handed no rows fails in
+        BatchNormalization where TensorFlow uses oneDNN (most current CPUs) and computes NaN
+        statistics and gradients elsewhere. Merging rather than padding counts every row once, so
+        validation metrics and predictions stay exact, and a single device gets the batches unchanged.
+        """
+        tail = self.rows % self.batch_size
+        if replicas == 1 or tail == 0 or tail >= replicas:
+            return self.dataset
+        if self.rows < replicas:
+            raise DataError(f"{self.rows} images cannot give each of {replicas} replicas one (train.distribute)")
+        cut, merged = self.rows - tail - self.batch_size, self.batch_size + tail  # cut: rows in whole batches
+        return self.dataset.unbatch().enumerate().group_by_window(
+            key_func=lambda i, _: tf.cast(i >= cut, tf.int64),
+            reduce_func=lambda _, window: window.map(lambda i, row: row).batch(merged),
+            window_size_func=lambda last: tf.where(last == 1, tf.constant(merged, tf.int64), self.batch_size),
+        ).prefetch(tf.data.AUTOTUNE)
 
 
 def read_classes(subset_dir: Path = SUBSET_DIR) -> list[str]:
@@ -252,7 +274,7 @@ def batches(split: Split, params: Params, *, shuffle: bool, augment: bool, batch
             lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,  # stateless, so parallel batches stay deterministic (GPU)
         )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign)
+    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign, len(split), batch_size)
 
 
 def images_only(split: Split, params: Params, batch_size: int = 256) -> tf.data.Dataset:

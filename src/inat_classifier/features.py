@@ -54,12 +54,12 @@ class FrozenBaseHead(keras.Model):
 
 def base_features(model: keras.Model, split: Split, params: Params, views: int) -> np.ndarray:
     """views x N x F float32 features of ``split`` from the frozen base, in the split's order."""
-    base = base_of(model)
+    base, replicas = base_of(model), model.distribute_strategy.num_replicas_in_sync
     out = []
     for view in tqdm(range(views), desc=f"features of {split.name}", unit="view", disable=views == 1):
         data = batches(split, params, shuffle=False, augment=view > 0)
         data.set_epoch(view)
-        out.append(base.predict(data.dataset, verbose=0).astype(np.float32))
+        out.append(base.predict(data.for_replicas(replicas), verbose=0).astype(np.float32))
     return np.stack(out)
 
 
@@ -69,4 +69,4 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, params: Params, sh
     data = epoch_batches(
         lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32, params.data.batch_size, order
     )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign)
+    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign, len(labels), params.data.batch_size)

@@ -1,21 +1,48 @@
-"""How every stage script starts and fails: validated params first, one-line errors, no tracebacks."""
+"""How every stage script starts and fails: validated params first, one-line errors, no tracebacks.
+
+A stage script calls :func:`validate` before its heavy imports: TensorFlow prints start-up lines
+(its CPU kernels, oneDNN) when it loads, and a mistyped key must cost the user one line, not six.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .errors import UserError
 from .params import Params, load_params
 
+# Before TensorFlow loads: its info and warning lines are noise in a stage's log (errors still show).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-def run(main: Callable[[Params], None]) -> None:
-    """Validate all of params.yaml before any work, then run ``main``; a user error exits 2."""
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
     try:
-        main(load_params())
+        yield
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: outputs of this stage were not replaced", file=sys.stderr)
         sys.exit(130)
+
+
+@functools.cache
+def _params() -> Params:
+    return load_params()
+
+
+def validate() -> None:
+    """Check all of params.yaml; a problem exits 2 with one line, before anything heavy is imported."""
+    with _user_errors():
+        _params()
+
+
+def run(main: Callable[[Params], None]) -> None:
+    """Run ``main`` on the validated params; a user error exits 2 with one line."""
+    with _user_errors():
+        main(_params())

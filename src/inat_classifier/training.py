@@ -211,24 +211,6 @@ class SameStatistics(keras.callbacks.Callback):
     on_train_end = on_test_begin
 
 
-def whole_shares(data: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
-    """Training batches with an image for every replica: a last batch smaller than that repeats its images.
-
-    A replica with no image would compute NaN BatchNormalization statistics and gradients, which the
-    all-reduce spreads to every replica. Dropping the batch instead would hide the epoch's length
-    from Keras.
-    """
-    if replicas == 1:
-        return data
-
-    def fill(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        count = tf.shape(labels)[0]
-        rows = tf.range(tf.maximum(count, replicas)) % count
-        return tf.gather(images, rows), tf.gather(labels, rows)
-
-    return data.map(fill)
-
-
 def fit(
     model: keras.Model,
     train: Batches,
@@ -258,9 +240,10 @@ def fit(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         )
     # The datasets order themselves (seeded per epoch); Keras must not shuffle.
+    replicas = strategy.num_replicas_in_sync
     return model.fit(
-        whole_shares(train.dataset, strategy.num_replicas_in_sync),
-        validation_data=val.dataset,
+        train.for_replicas(replicas),
+        validation_data=val.for_replicas(replicas),
         epochs=epochs,
         callbacks=callbacks,
         verbose=2,
