@@ -9,7 +9,15 @@ from inat_classifier.distribute import chief_file, is_chief, leave_together, str
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
 from inat_classifier.params import Params
 from inat_classifier.predict import save_class_names
-from inat_classifier.training import class_weights, compile_model, fingerprint, fit, make_deterministic, use_device
+from inat_classifier.training import (
+    class_weights,
+    compile_model,
+    fingerprint,
+    fit,
+    learning_rate,
+    make_deterministic,
+    use_device,
+)
 
 HEAD = "models/head.keras"
 
@@ -25,10 +33,11 @@ def main(params: Params) -> None:
         model = under_current_policy(load_model(head), params.model)
         stamp = fingerprint(params, head, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
     model = unfreeze(model, config.unfrozen_layers(params.model), batchnorm_trains)
-    compile_model(model, config.learning_rate, jit_compile)
+    train_data = batches(train, params, shuffle=True, augment=True)
+    compile_model(model, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
     fit(
         model,
-        batches(train, params, shuffle=True, augment=True),
+        train_data,
         batches(val, params, shuffle=False, augment=False),
         config.epochs,
         "finetune",

@@ -9,7 +9,15 @@ from inat_classifier.distribute import is_chief, leave_together, strategy_for
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
-from inat_classifier.training import class_weights, compile_model, fingerprint, fit, make_deterministic, use_device
+from inat_classifier.training import (
+    class_weights,
+    compile_model,
+    fingerprint,
+    fit,
+    learning_rate,
+    make_deterministic,
+    use_device,
+)
 
 
 def main(params: Params) -> None:
@@ -32,7 +40,7 @@ def main(params: Params) -> None:
         trained = FrozenBaseHead(model)
         train_data = batches(train, params, shuffle=True, augment=True)
         val_data = batches(val, params, shuffle=False, augment=False)
-    compile_model(trained, config.learning_rate, jit_compile)
+    compile_model(trained, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
     stamp = fingerprint(params, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
     weights = class_weights(config.class_weight, train.labels, len(classes))
     fit(trained, train_data, val_data, config.epochs, "train_head", stamp, class_weight=weights)

@@ -30,3 +30,8 @@ def image_factory(tmp_path):
         return write_image(tmp_path / name, **kwargs)
 
     return make
+
+
+def pytest_report_header(config):
+    """Which numerics path TensorFlow takes in this run (make test runs both)."""
+    return f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (the CPU decides)')}"

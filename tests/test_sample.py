@@ -76,3 +76,18 @@ def test_class_counts_follow_the_config():
     counts = class_counts(SampleSource(classes=4, train_images=100, test_images=40, rarest_fraction=0.5))
     assert counts["train"] == {"Sample striata": 100, "Sample maculata": 83, "Sample tessellata": 67}
     assert list(counts["test"].values()) == [40, 33, 27, 20]
+
+
+def test_every_grey_coat_keeps_its_pattern_visible_though_some_colour_pairs_share_one_lightness():
+    """Hue contrast vanishes in grey: a grey coat's two greys must still differ in lightness."""
+    from inat_classifier.sources.sample import GREY_CONTRAST, LUMA, PALETTES, _coat_colours, _grey_coat
+
+    raw_gaps = []
+    for palette in PALETTES:
+        for i in range(200):
+            light, dark = _coat_colours(palette, np.random.default_rng([3, i]))
+            raw_gaps.append(abs(float(LUMA @ (light - dark))))
+            grey_light, grey_dark = _grey_coat(light, dark)
+            assert grey_light[0] - grey_dark[0] >= GREY_CONTRAST - 1e-9, (palette, i)
+            assert 0 <= grey_dark.min() and grey_light.max() <= 255
+    assert min(raw_gaps) < GREY_CONTRAST / 4  # what the grey pictures looked like before

@@ -153,3 +153,17 @@ def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tmp_path, monke
     history = fit(head, data, data, 2, "head", "these settings")
     assert len(history.history["loss"]) == 2  # both epochs ran: nothing was resumed
     assert not stale.exists()
+
+
+def test_a_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step_and_constant_stays():
+    from inat_classifier.params import Finetune
+    from inat_classifier.training import learning_rate
+
+    assert learning_rate(Finetune(epochs=4, learning_rate=0.01), steps_per_epoch=5) == 0.01
+    schedule = learning_rate(Finetune(epochs=4, learning_rate=0.01, schedule="cosine", warmup_epochs=1), 5)
+    rates = [float(schedule(step)) for step in range(21)]
+    assert rates[0] == 0.0 and rates[5] == pytest.approx(0.01)  # linear rise over the first epoch
+    assert rates[2] == pytest.approx(0.004)
+    assert all(a >= b for a, b in zip(rates[5:], rates[6:])) and rates[20] == pytest.approx(0.0, abs=1e-9)
+    plain = learning_rate(Finetune(epochs=2, learning_rate=0.01, schedule="cosine"), 5)
+    assert float(plain(0)) == pytest.approx(0.01) and float(plain(5)) == pytest.approx(0.005)

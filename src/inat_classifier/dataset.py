@@ -61,6 +61,17 @@ class Batches:
     rows: int
     batch_size: int
 
+    @classmethod
+    def of(cls, data: tf.data.Dataset, order: "Order", batch_size: int) -> "Batches":
+        """Prefetched, with its length declared: Keras then knows an epoch's steps before the first ends."""
+        data = data.apply(tf.data.experimental.assert_cardinality(-(-order.count // batch_size)))
+        return cls(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign, order.count, batch_size)
+
+    def steps(self, replicas: int = 1) -> int:
+        """Batches in an epoch as :meth:`for_replicas` serves them."""
+        tail = self.rows % self.batch_size
+        return self.rows // self.batch_size + (tail >= replicas)
+
     def for_replicas(self, replicas: int) -> tf.data.Dataset:
         """The batches with a row for every replica: a last batch too small for that joins the one before.
 
@@ -75,11 +86,12 @@ class Batches:
         if self.rows < replicas:
             raise DataError(f"{self.rows} images cannot give each of {replicas} replicas one (train.distribute)")
         cut, merged = self.rows - tail - self.batch_size, self.batch_size + tail  # cut: rows in whole batches
-        return self.dataset.unbatch().enumerate().group_by_window(
+        data = self.dataset.unbatch().enumerate().group_by_window(
             key_func=lambda i, _: tf.cast(i >= cut, tf.int64),
             reduce_func=lambda _, window: window.map(lambda i, row: row).batch(merged),
             window_size_func=lambda last: tf.where(last == 1, tf.constant(merged, tf.int64), self.batch_size),
-        ).prefetch(tf.data.AUTOTUNE)
+        )
+        return data.apply(tf.data.experimental.assert_cardinality(self.steps(replicas))).prefetch(tf.data.AUTOTUNE)
 
 
 def read_classes(subset_dir: Path = SUBSET_DIR) -> list[str]:
@@ -236,10 +248,14 @@ def _threading() -> tf.data.Options:
     may use all the CPU's cores to keep the accelerator fed.
     """
     options = tf.data.Options()
-    if not tf.config.list_physical_devices("GPU"):
+    if not _gpu():
         options.threading.private_threadpool_size = 1
         options.threading.max_intra_op_parallelism = 1
     return options
+
+
+def _gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _sharding() -> tf.data.Options:
@@ -272,9 +288,11 @@ def batches(split: Split, params: Params, *, shuffle: bool, augment: bool, batch
         seed, epoch = tf.constant(params.seed, tf.int64), order.epoch
         data = data.enumerate().map(
             lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,  # stateless, so parallel batches stay deterministic (GPU)
+            # Stateless, so parallel batches stay deterministic (GPU). On one thread a parallel map would
+            # only be rewritten to a plain one, which logs an error-level line (TensorFlow 2.21).
+            num_parallel_calls=tf.data.AUTOTUNE if _gpu() else None,
         )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign, len(split), batch_size)
+    return Batches.of(data, order, batch_size)
 
 
 def images_only(split: Split, params: Params, batch_size: int = 256) -> tf.data.Dataset:

@@ -69,4 +69,4 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, params: Params, sh
     data = epoch_batches(
         lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32, params.data.batch_size, order
     )
-    return Batches(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign, len(labels), params.data.batch_size)
+    return Batches.of(data, order, params.data.batch_size)

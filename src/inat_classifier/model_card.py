@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import yaml
 
 from .evaluation import wilson_interval
-from .params import Params
+from .params import Params, Phase
 
 SPLIT_ORDER = ("train", "val", "test")
 LICENSE_NAMES = {
@@ -199,11 +199,11 @@ def _recipe(params: Params) -> str:
         f"1. Photos decoded upright (EXIF), alpha on white, grayscale to RGB, squashed to {params.data.image_size} "
         f"px squares; pixel values 0..255 (the backbone rescales them).",
         f"2. Head: {params.model.backbone} base frozen (weights `{params.model.weights}`), global average pooling, "
-        f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {params.train_head.learning_rate} "
+        f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {_rate(params.train_head)} "
         f"for {params.train_head.epochs} epochs, batch size {params.data.batch_size}, sparse categorical "
         f"cross-entropy; {_feature_cache(params.train_head.feature_cache)}.",
         f"3. Fine-tuning: base unfrozen (`{finetune.unfrozen_layers(params.model)}` layers), BatchNormalization layers {bn}; Adam at "
-        f"{finetune.learning_rate} for {finetune.epochs} epochs{stopping}.",
+        f"{_rate(finetune)} for {finetune.epochs} epochs{stopping}.",
         f"4. Augmentation while training: rotation {augment.rotation} degrees, shifts {augment.width_shift} / "
         f"{augment.height_shift}, shear {augment.shear}, zoom {augment.zoom}, horizontal flip "
         f"{'on' if augment.horizontal_flip else 'off'}, brightness {list(augment.brightness)}, fill "
@@ -217,6 +217,13 @@ def _recipe(params: Params) -> str:
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _rate(phase: Phase) -> str:
+    if phase.schedule == "constant":
+        return str(phase.learning_rate)
+    warmup = f" after {phase.warmup_epochs} warm-up epochs" if phase.warmup_epochs else ""
+    return f"{phase.learning_rate} with cosine decay to 0{warmup}"
 
 
 def _feature_cache(views: int) -> str:

@@ -264,12 +264,26 @@ class Train(Section):
 
 
 ClassWeight = Literal["none", "balanced"]
+Schedule = Literal["constant", "cosine"]
 
 
-class TrainHead(Section):
+class Phase(Section):
+    """What both training phases set: how long, how fast, and how the rate changes over the epochs."""
+
     epochs: int = Field(10, ge=1)
     learning_rate: PositiveFloat = 1e-3
     class_weight: ClassWeight = Field("none", description="balanced: weigh classes inversely to their counts")
+    schedule: Schedule = Field("constant", description="cosine: decay to 0 by the last epoch")
+    warmup_epochs: int = Field(0, ge=0, description="cosine: rise linearly from 0 over these epochs first")
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "Phase":
+        if self.warmup_epochs and (self.schedule != "cosine" or self.warmup_epochs >= self.epochs):
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) needs schedule: cosine and fewer than epochs")
+        return self
+
+
+class TrainHead(Phase):
     feature_cache: int = Field(
         2, ge=0, description="0: end to end; N: base features of N views (1 plain + N-1 augmented)"
     )
@@ -279,10 +293,8 @@ BatchNormMode = Literal["auto", "frozen", "train"]
 UNFREEZE_PRETRAINED = 20
 
 
-class Finetune(Section):
+class Finetune(Phase):
     epochs: int = Field(12, ge=0)
-    learning_rate: PositiveFloat = 1e-3
-    class_weight: ClassWeight = "none"
     unfreeze: int | Literal["auto", "all"] = Field(
         "auto", description="auto: the top 20 layers with pretrained weights, all with weights none"
     )

@@ -27,7 +27,7 @@ from .atomic import write_json
 from .dataset import DRAWS_PER_EPOCH, Batches
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from .model import moving_statistics
-from .params import Params, Train
+from .params import Params, Phase, Train
 
 LIVE_DIR = Path("dvclive")
 CHECKPOINT_DIR = Path("checkpoints")  # not a DVC output: it must survive DVC cleaning a stage's outputs
@@ -58,7 +58,28 @@ def use_device(config: Train) -> bool:
     return jit_compile
 
 
-def compile_model(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> None:
+def learning_rate(phase: Phase, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The phase's rate: constant, or cosine decay to 0 by its last step, after an optional linear warm-up.
+
+    A rate that ends near 0 ends training in a minimum rather than wherever the last steps jumped,
+    which makes the result depend less on the seed and on the CPU's rounding (docs/reproducibility.md).
+    """
+    if phase.schedule == "constant":
+        return phase.learning_rate
+    warmup = phase.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else phase.learning_rate,
+        decay_steps=max(1, (phase.epochs - phase.warmup_epochs) * steps_per_epoch),
+        warmup_target=phase.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    jit_compile: bool = False,
+) -> None:
     """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too."""
     with model.distribute_strategy.scope():
         model.compile(

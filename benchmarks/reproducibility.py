@@ -1,0 +1,126 @@
+"""How far the default run's test accuracy moves with the seed and with the CPU's numerics.
+
+TensorFlow picks its CPU kernels per processor: oneDNN's where the CPU has AVX-512 VNNI/BF16 or AMX,
+Eigen's elsewhere, and oneDNN's again limited to AVX2 on older CPUs. Each rounds differently, and
+training amplifies the difference. This runs the whole pipeline (stage scripts, no DVC) in a copy
+of the working tree for every seed and every numerics path this CPU can imitate, and prints each
+run's accuracies and their mean, standard deviation and range as JSON (docs/reproducibility.md).
+
+    python benchmarks/reproducibility.py [--seeds 42 1 2 3 4] [--set finetune.epochs=16 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# name -> environment: oneDNN forced on (current servers), off (Eigen's kernels), on but AVX2 only (older CPUs)
+NUMERICS = {
+    "onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"},
+    "no-onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "onednn-avx2": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+DATA_STAGES, TRAINING_STAGES = ("download", "subset"), ("train_head", "finetune", "evaluate")
+SPLITS = ("train", "val", "test")
+
+
+def copy_tree(target: Path) -> None:
+    """The working tree's files that git knows (tracked and not ignored), without outputs of earlier runs."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def set_params(root: Path, seed: int, overrides: list[str]) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["seed"] = seed
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        node = params
+        for part in path:
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stages(root: Path, stages: tuple[str, ...], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    for stage in stages:
+        done = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=root, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{stage} failed in {root}:\n{done.stderr[-3000:]}")
+    return round(time.perf_counter() - started, 1)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "runs": len(values),
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--numerics", nargs="+", choices=list(NUMERICS), default=list(NUMERICS))
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params.yaml overrides for every run, e.g. finetune.epochs=16")
+    args = parser.parse_args()
+    base_env = {key: value for key, value in os.environ.items() if key not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
+    base_env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO / "src"))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="reproducibility.") as scratch:
+        for seed in args.seeds:
+            root = Path(scratch) / f"seed-{seed}"
+            copy_tree(root)
+            set_params(root, seed, args.overrides)
+            run_stages(root, DATA_STAGES, base_env)
+            for name in args.numerics:
+                seconds = run_stages(root, TRAINING_STAGES, {**base_env, **NUMERICS[name]})
+                scores = json.loads((root / "metrics" / "evaluate.json").read_text())
+                run = {"seed": seed, "numerics": name, "seconds": seconds}
+                run.update({f"{split}_accuracy": scores[split]["accuracy"] for split in SPLITS if split in scores})
+                run["test_interval"] = [scores["test"]["accuracy_ci_low"], scores["test"]["accuracy_ci_high"]]
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src", "stages", "params.yaml"],
+                                cwd=REPO, capture_output=True, text=True).stdout.strip())
+    report = {
+        "commit": commit + ("+changes" if dirty else ""),
+        "overrides": args.overrides,
+        "runs": runs,
+        "test_accuracy": summary([run["test_accuracy"] for run in runs]),
+        "test_accuracy_by_numerics": {
+            name: summary([run["test_accuracy"] for run in runs if run["numerics"] == name]) for name in args.numerics
+        },
+        "test_accuracy_by_seed": {
+            seed: summary([run["test_accuracy"] for run in runs if run["seed"] == seed]) for seed in args.seeds
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
