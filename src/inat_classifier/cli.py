@@ -1,4 +1,5 @@
-"""``inat-classifier``: use the trained model (``predict``) or export it for serving (``export``).
+"""``inat-classifier``: use the trained model (``predict``), export it for serving (``export``), compare
+two runs on the same photos (``compare``).
 
 Heavy imports (TensorFlow, Keras) happen inside the commands, so ``--help`` answers at once.
 A user error is one line on stderr (``error: ...``) and exit status 2, as in the stage scripts.
@@ -41,7 +42,8 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="inat-classifier", description="Use the trained species classifier on photos, or export it."
+        prog="inat-classifier",
+        description="Use the trained species classifier on photos, export it, or compare runs.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -112,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--classes", type=Path, metavar="JSON", help="class names (default: as for predict)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
     export.set_defaults(handler=run_export)
+
+    compare = commands.add_parser(
+        "compare",
+        help="accuracy of two runs on the same photos, with a paired interval and McNemar's test",
+        description=(
+            "For each split both runs evaluated: each run's accuracy, the difference B - A with its 95% "
+            "interval (Newcombe's paired square-and-add) and the exact McNemar p-value, with a verdict at 0.05. "
+            "A run is a git revision, a dvc experiment name or 'workspace'; its committed "
+            "metrics/evaluate.json and metrics/predictions_<split>.csv are read without checking anything out."
+        ),
+    )
+    add = compare.add_argument
+    add("a", metavar="A", help="git revision, dvc experiment or 'workspace'")
+    add("b", metavar="B", help="the same; the difference is B - A")
+    add("--json", action="store_true", help="JSON instead of a table")
+    compare.set_defaults(handler=run_compare)
     return parser
 
 
@@ -188,6 +206,17 @@ def run_export(args: argparse.Namespace) -> int:
     write_json(args.metrics, report)
     print(summary(report), file=sys.stderr)
     check_agreement(report)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .comparison import compare_runs, render_json, render_text
+    from .revisions import repository_root, resolve
+
+    root = repository_root()
+    a, b = resolve(args.a, root), resolve(args.b, root)
+    rows, notes = compare_runs(a, b)
+    print((render_json if args.json else render_text)(a, b, rows, notes), end="")
     return 0
 
 
