@@ -1,5 +1,5 @@
 """``inat-classifier``: use the trained model (``predict``), export it for serving (``export``), compare
-two runs on the same photos (``compare``).
+two runs on the same photos (``compare``) or check a reproduction against the committed run (``check``).
 
 Heavy imports (TensorFlow, Keras) happen inside the commands, so ``--help`` answers at once.
 A user error is one line on stderr (``error: ...``) and exit status 2, as in the stage scripts.
@@ -43,7 +43,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inat-classifier",
-        description="Use the trained species classifier on photos, export it, or compare runs.",
+        description="Use the trained species classifier on photos, export it, or compare and check runs.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("b", metavar="B", help="the same; the difference is B - A")
     add("--json", action="store_true", help="JSON instead of a table")
     compare.set_defaults(handler=run_compare)
+
+    check = commands.add_parser(
+        "check",
+        help="after dvc repro: identical to HEAD's run, within tolerance of it, or differs (exit 1)",
+        description=(
+            "Compare the reproduced workspace with the committed run (HEAD): 'identical' when every output "
+            "DVC leaves to git and dvc.lock equal HEAD's, else 'within tolerance' when each split's accuracy "
+            "moved by at most the tolerance and McNemar finds no significant difference, else 'differs'."
+        ),
+    )
+    check.set_defaults(handler=run_check)
     return parser
 
 
@@ -218,6 +229,15 @@ def run_compare(args: argparse.Namespace) -> int:
     rows, notes = compare_runs(a, b)
     print((render_json if args.json else render_text)(a, b, rows, notes), end="")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .check import DIFFERS, check
+    from .revisions import repository_root
+
+    verdict, lines = check(repository_root())
+    print("\n".join([verdict, *(f"  {line}" for line in lines)]))
+    return 1 if verdict == DIFFERS else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
