@@ -101,6 +101,12 @@ def test_refuses_a_run_without_per_image_predictions(repo, capsys):
     assert err == f"error: HEAD ({head}) has no per-image predictions for val (metrics/predictions_val.csv); rerun its evaluate stage\n"
 
 
+def test_refuses_predictions_without_the_needed_columns(repo, capsys):
+    (repo / "metrics/predictions_test.csv").write_text("path,label\ndata/raw/test/0000.jpg,Sample a\n")
+    status, _, err = compare(capsys, "HEAD", "workspace")
+    assert status == 2 and err == "error: workspace: metrics/predictions_test.csv lacks the column(s) true, predicted\n"
+
+
 @pytest.mark.parametrize("name", ["no-such-branch", "HEAD~5", "--all"])  # --all: a name, never a git option
 def test_refuses_unknown_names(repo, capsys, name):
     status, _, err = compare(capsys, "HEAD", "--", name)

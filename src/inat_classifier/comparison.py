@@ -152,6 +152,9 @@ def load_predictions(run: Revision, split: str) -> pd.DataFrame:
     frame = None if text is None else pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     if frame is None or frame.empty:
         raise UserError(f"{run.label} has no per-image predictions for {split} ({path}); rerun its evaluate stage")
+    missing = [column for column in ("path", "true", "predicted") if column not in frame.columns]
+    if missing:
+        raise UserError(f"{run.label}: {path} lacks the column(s) {', '.join(missing)}")
     return frame
 
 
