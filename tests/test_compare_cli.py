@@ -98,7 +98,10 @@ def test_refuses_a_run_without_per_image_predictions(repo, capsys):
     status, _, err = compare(capsys, "HEAD~1", "HEAD")
     head = git(repo, "rev-parse", "--short=7", "HEAD")
     assert status == 2
-    assert err == f"error: HEAD ({head}) has no per-image predictions for val (metrics/predictions_val.csv); rerun its evaluate stage\n"
+    assert err == (
+        f"error: HEAD ({head}) has no per-image predictions for val (metrics/predictions_val.csv); "
+        "rerun its evaluate stage\n"
+    )
 
 
 def test_refuses_predictions_without_the_needed_columns(repo, capsys):

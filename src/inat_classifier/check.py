@@ -71,7 +71,8 @@ def judge(head: dict, workspace: dict, comparisons: list[SplitComparison]) -> tu
     to its tolerance, and McNemar's verdict on the same photos."""
     splits, compared = evaluated_splits(head), {row.split: row for row in comparisons}
     if splits != evaluated_splits(workspace):
-        return DIFFERS, [f"evaluated splits: HEAD {', '.join(splits)}; workspace {', '.join(evaluated_splits(workspace))}"]
+        reproduced = ", ".join(evaluated_splits(workspace))
+        return DIFFERS, [f"evaluated splits: HEAD {', '.join(splits)}; workspace {reproduced}"]
     within, lines = True, []
     for split in splits:
         parts = []
