@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install repro test bench export clean
+.PHONY: install repro check test bench export clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: install
 	dvc repro
+
+# After `make repro`: the committed run's bytes (identical), its results within the tolerance (within
+# tolerance), or neither (differs, exit 1); see src/inat_classifier/check.py.
+check: install
+	inat-classifier check
 
 # Two workers, one test file each at a time: the slow pipeline file runs beside the rest.
 # TensorFlow rounds (and has crashed) differently per CPU: every test runs with oneDNN's kernels forced

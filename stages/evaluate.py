@@ -1,5 +1,6 @@
 """Stage 5: score the fine-tuned model on each split once, then derive every metrics file, plot data,
-the per-image test predictions, the Markdown report with its gallery and the model card from it."""
+the per-image predictions (which `inat-classifier compare` pairs across runs), the Markdown report
+with its gallery and the model card from it."""
 
 from inat_classifier import stage
 
@@ -55,15 +56,15 @@ def main(params: Params) -> None:
         write_csv(f"metrics/recall_{name}.csv", recall_rows(labels, probs, classes))
         if name in results:
             reports[name] = SplitReport(results[name], table, most_confused_pairs(labels, probs, classes))
+        predictions = prediction_rows(paths, labels, probs, classes, top_k)
+        write_csv(f"metrics/predictions_{name}.csv", predictions)
         if name == "test":
             write_csv("metrics/reliability_test.csv", reliability_rows(labels, probs))
-            predictions = prediction_rows(paths, labels, probs, classes, top_k)
-            write_csv("metrics/predictions_test.csv", predictions)
+            worst = worst_misclassified(predictions)  # empty when test is not evaluated: a placeholder PNG
     # Licences of the downloaded images: what sharing them (or a report showing them) requires.
     results["licenses"] = read_report()["licenses"]
     write_json("metrics/evaluate.json", results)
 
-    worst = worst_misclassified(predictions)  # empty when test is not evaluated: a placeholder PNG
     tested = "test" in results
     message = "no misclassified test images" if tested else "the test split was not evaluated"
     draw_gallery(worst, "reports/worst_test.png", params.download.max_pixels, empty_message=message)

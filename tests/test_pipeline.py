@@ -98,7 +98,9 @@ def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
     assert list(table.columns) == ["class_id", "class_name", "images", "correct", "incorrect", "precision", "recall", "f1"]
     assert table.images.sum() == metrics["test"]["images"]
     assert len(pd.read_csv(repo.root / "metrics/confusion_test.csv")) == metrics["test"]["images"]
-    assert len(pd.read_csv(repo.root / "metrics/predictions_test.csv")) == metrics["test"]["images"]
+    for name in ("train", "val", "test"):  # one row per image of every split, for `inat-classifier compare`
+        predictions = pd.read_csv(repo.root / f"metrics/predictions_{name}.csv")
+        assert len(predictions) == metrics[name]["images"] and predictions.path.is_unique
     classes = json.loads((repo.root / "data/subset/classes.json").read_text())
     assert len(classes) == 4 and set(table.class_name) == set(classes)
     assert (repo.root / "reports/MODEL_CARD.md").read_text().startswith("# Model card")

@@ -1,4 +1,5 @@
-"""``inat-classifier``: use the trained model (``predict``) or export it for serving (``export``).
+"""``inat-classifier``: use the trained model (``predict``), export it for serving (``export``), compare
+two runs on the same photos (``compare``) or check a reproduction against the committed run (``check``).
 
 Heavy imports (TensorFlow, Keras) happen inside the commands, so ``--help`` answers at once.
 A user error is one line on stderr (``error: ...``) and exit status 2, as in the stage scripts.
@@ -41,7 +42,8 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="inat-classifier", description="Use the trained species classifier on photos, or export it."
+        prog="inat-classifier",
+        description="Use the trained species classifier on photos, export it, or compare and check runs.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -112,6 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     add("--classes", type=Path, metavar="JSON", help="class names (default: as for predict)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
     export.set_defaults(handler=run_export)
+
+    compare = commands.add_parser(
+        "compare",
+        help="accuracy of two runs on the same photos, with a paired interval and McNemar's test",
+        description=(
+            "For each split both runs evaluated: each run's accuracy, the difference B - A with its 95% "
+            "interval (Newcombe's paired square-and-add) and the exact McNemar p-value, with a verdict at 0.05. "
+            "A run is a git revision, a dvc experiment name or 'workspace'; its committed "
+            "metrics/evaluate.json and metrics/predictions_<split>.csv are read without checking anything out."
+        ),
+    )
+    add = compare.add_argument
+    add("a", metavar="A", help="git revision, dvc experiment or 'workspace'")
+    add("b", metavar="B", help="the same; the difference is B - A")
+    add("--json", action="store_true", help="JSON instead of a table")
+    compare.set_defaults(handler=run_compare)
+
+    check = commands.add_parser(
+        "check",
+        help="after dvc repro: identical to HEAD's run, within tolerance of it, or differs (exit 1)",
+        description=(
+            "Compare the reproduced workspace with the committed run (HEAD): 'identical' when every output "
+            "DVC leaves to git and dvc.lock equal HEAD's, else 'within tolerance' when each split's accuracy "
+            "moved by at most the tolerance and McNemar finds no significant difference, else 'differs'."
+        ),
+    )
+    check.set_defaults(handler=run_check)
     return parser
 
 
@@ -189,6 +218,26 @@ def run_export(args: argparse.Namespace) -> int:
     print(summary(report), file=sys.stderr)
     check_agreement(report)
     return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .comparison import compare_runs, render_json, render_text
+    from .revisions import repository_root, resolve
+
+    root = repository_root()
+    a, b = resolve(args.a, root), resolve(args.b, root)
+    rows, notes = compare_runs(a, b)
+    print((render_json if args.json else render_text)(a, b, rows, notes), end="")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .check import DIFFERS, check
+    from .revisions import repository_root
+
+    verdict, lines = check(repository_root())
+    print("\n".join([verdict, *(f"  {line}" for line in lines)]))
+    return 1 if verdict == DIFFERS else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
