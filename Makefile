@@ -19,6 +19,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+.PHONY: lock lock-check
+# Rewrites the three locks from pyproject.toml, keeping today's pins (UPGRADE=1: newest versions that fit).
+lock: install
+	$(BIN)/python scripts/lock.py $(if $(filter 1,$(UPGRADE)),--upgrade)
+
+# Resolves each lock for its own platform against the package index, installing nothing.
+lock-check: install
+	$(BIN)/python scripts/lock.py --check
+
 repro: install
 	dvc repro
 
