@@ -2,7 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The lock for this machine and why (scripts/choose_lock.sh): the CUDA build where nvidia-smi lists
+# a GPU or GPU=1 is given (GPU=0: the CPU build), tensorflow on macOS arm64, tensorflow-cpu elsewhere.
+CHOICE := $(shell GPU='$(GPU)' sh scripts/choose_lock.sh)
+LOCK := $(or $(firstword $(CHOICE)),no-lock-for-this-machine)
+# The stamp holds the name of the lock .venv was made from: another choice re-makes it.
 STAMP := $(VENV)/.installed
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(LOCK))
+.PHONY: $(STAMP)
+endif
 # DVC must not phone home: the default run and the tests are offline.
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -12,12 +20,26 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# A .venv made from another lock holds the other TensorFlow wheel (tensorflow and tensorflow-cpu
+# both own the `tensorflow` package), so it is made afresh; an empty stamp predates the choice.
+$(STAMP): $(LOCK) pyproject.toml
+	@echo "install: $(LOCK) ($(wordlist 2,$(words $(CHOICE)),$(CHOICE)))"
+	@if made=$$(cat $(STAMP) 2>/dev/null) && [ "$${made:-requirements.lock}" != "$(LOCK)" ]; then \
+	  echo "install: $(VENV) was made from $${made:-requirements.lock}: making it afresh"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	touch $(STAMP)
+	echo $(LOCK) > $(STAMP)
+
+.PHONY: lock lock-check
+# Rewrites the three locks from pyproject.toml, keeping today's pins (UPGRADE=1: newest versions that fit).
+lock: install
+	$(BIN)/python scripts/lock.py $(if $(filter 1,$(UPGRADE)),--upgrade)
+
+# Resolves each lock for its own platform against the package index, installing nothing.
+lock-check: install
+	$(BIN)/python scripts/lock.py --check
 
 repro: install
 	dvc repro
