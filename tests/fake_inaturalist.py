@@ -164,6 +164,7 @@ class FakeInaturalist:
         self.world = world or World()
         self.faults: dict[str, list[str]] = {}
         self.static: dict[str, bytes] = {}  # path -> bytes, e.g. archives
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302 answer
         self.log: list[dict] = []
         self.release = threading.Event()  # ends a "hang"
         self.stall_seconds = 2.5  # longer than the tests' read timeout
@@ -299,6 +300,12 @@ class _Handler(BaseHTTPRequestHandler):
                 entry = self.fake.record({**entry, "kind": "photo", "photo_id": int(photo.group(1)),
                                           "size": photo.group(2)})
                 self._photo(self.fake.world.photo(int(photo.group(1))), photo.group(2), entry)
+            elif parts.path in self.fake.redirects:
+                entry = self.fake.record({**entry, "kind": "redirect", "status": 302})
+                self.send_response(302)
+                self.send_header("Location", self.fake.redirects[parts.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif parts.path in self.fake.static:
                 entry = self.fake.record({**entry, "kind": "static"})
                 self._body(self.fake.static[parts.path], "application/octet-stream", entry, "ok")

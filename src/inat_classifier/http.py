@@ -1,7 +1,9 @@
 """HTTP for the download sources: polite, bounded, restartable, and only to the hosts we were given.
 
-* Every request names the tool in its User-Agent and goes only to an allow-listed host, redirects
-  included, so a hostile or changed API answer cannot send us elsewhere.
+* Every request names the tool in its User-Agent and goes only to an allow-listed origin (scheme,
+  host and port), redirects included, so a hostile or changed API answer cannot send us elsewhere.
+  The check runs in the transport adapter on the URL as urllib3 will connect to it, for every hop:
+  a URL that Python's ``urlsplit`` reads differently (``https://evil\\@good/``) cannot slip by.
 * Timeouts, dropped connections, 5xx and 429 are retried with exponential backoff, or after the
   server's Retry-After; after ``max_tries`` the failure is one line naming the URL.
 * A :class:`RateLimiter` spaces requests evenly across threads (iNaturalist asks for <= 60/minute).
@@ -22,16 +24,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from urllib3.util import parse_url
 
 from .errors import DataError
 
 USER_AGENT = "inat-classifier/0.1 (+https://github.com/<placeholder>/inat-classifier)"
 CHUNK = 1 << 16
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# Backslashes, white space and control characters: parsers disagree on them, real URLs have none.
+UNSAFE_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
+Origin = tuple[str, str, int]  # scheme, host, port
 # Reading the body through ``response.raw`` raises urllib3's own errors, not requests' wrappers.
 TRANSIENT = (
     requests.ConnectionError,
@@ -93,8 +100,29 @@ class RateLimiter:
             self._next = max(self._next, self._clock() + seconds)
 
 
+def origin_of(url: str) -> Origin | None:
+    """(scheme, host, port) as urllib3 connects for ``url``; None for anything but a plain http(s) URL."""
+    try:
+        parts = parse_url(url)
+    except urllib3.exceptions.LocationParseError:
+        return None
+    scheme = (parts.scheme or "").lower()
+    if scheme not in DEFAULT_PORTS or not parts.host or parts.auth is not None or UNSAFE_URL.search(url):
+        return None
+    return scheme, parts.host.lower(), parts.port or DEFAULT_PORTS[scheme]
+
+
 def host_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    try:
+        return (parse_url(url).host or "").lower()
+    except urllib3.exceptions.LocationParseError:
+        return ""
+
+
+def is_local_http(url: str) -> bool:
+    """A plain-http URL on this machine: a test server, the only place http and odd ports are allowed."""
+    origin = origin_of(url)
+    return origin is not None and origin[0] == "http" and origin[1] in LOOPBACK
 
 
 def retry_after(value: str | None, max_wait: float) -> float | None:
@@ -114,10 +142,14 @@ def retry_after(value: str | None, max_wait: float) -> float | None:
 
 
 class Client:
-    """Requests to allow-listed hosts with retries; one ``requests.Session`` per thread."""
+    """Requests to allow-listed origins with retries; one ``requests.Session`` per thread.
 
-    def __init__(self, hosts: Iterable[str], settings: HttpSettings = HttpSettings()):
-        self.hosts = frozenset(host.lower() for host in hosts)
+    ``origins`` are URLs (only their scheme, host and port count) or bare host names, which mean
+    https on port 443.
+    """
+
+    def __init__(self, origins: Iterable[str], settings: HttpSettings = HttpSettings()):
+        self.origins = frozenset(origin_of(o if "://" in o else f"https://{o}") for o in origins) - {None}
         self.settings = settings
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -132,12 +164,23 @@ class Client:
                 session.close()
             self._sessions.clear()
 
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be requested, or None if it may."""
+        origin = origin_of(url)
+        if origin is None:
+            return "not a plain http(s) URL (user info, a backslash, white space or a control character)"
+        if origin not in self.origins:
+            allowed = ", ".join(sorted(f"{s}://{h}:{p}" for s, h, p in self.origins))
+            return f"{origin[0]}://{origin[1]}:{origin[2]} is not an allowed origin (allowed: {allowed})"
+        return None
+
     def allowed(self, url: str) -> bool:
-        return urlsplit(url).scheme in ("http", "https") and host_of(url) in self.hosts
+        return self.refusal(url) is None
 
     def check(self, url: str) -> None:
-        if not self.allowed(url):
-            raise HttpError(f"{url}: host '{host_of(url)}' is not allowed (allowed: {', '.join(sorted(self.hosts))})")
+        why = self.refusal(url)
+        if why:
+            raise HttpError(f"{' '.join(url.split())}: refused, {why}")
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -145,18 +188,13 @@ class Client:
             session = requests.Session()
             session.trust_env = self.settings.trust_env
             session.headers["User-Agent"] = self.settings.user_agent
-            session.hooks["response"].append(self._refuse_foreign_redirect)
+            adapter = _CheckedAdapter(self)
+            for scheme in DEFAULT_PORTS:
+                session.mount(f"{scheme}://", adapter)
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
         return session
-
-    def _refuse_foreign_redirect(self, response: requests.Response, **_: object) -> None:
-        if response.is_redirect:
-            target = urljoin(response.url, response.headers.get("location", ""))
-            if not self.allowed(target):
-                response.close()
-                raise HttpError(f"{response.url}: redirects to '{target}', a host that is not allowed")
 
     def _attempts(self, url: str, limiter: RateLimiter | None, attempt: Callable[[], object]) -> object:
         """Run ``attempt`` until it succeeds, retrying :class:`_Retry` and transient errors with backoff."""
@@ -207,8 +245,7 @@ class Client:
             except ValueError:
                 raise _Retry("the answer is not complete JSON") from None
 
-        full = requests.Request("GET", url, params=params).prepare().url or url
-        return self._attempts(full, limiter, attempt)
+        return self._attempts(url, limiter, attempt)
 
     def fetch(self, url: str, part: Path, limiter: RateLimiter | None = None) -> None:
         """Complete ``part`` with the body of ``url``, resuming from the bytes already in it."""
@@ -244,6 +281,18 @@ class Client:
 
         part.parent.mkdir(parents=True, exist_ok=True)
         self._attempts(url, limiter, attempt)
+
+
+class _CheckedAdapter(requests.adapters.HTTPAdapter):
+    """Checks every request on the wire, redirects included, against the client's origins."""
+
+    def __init__(self, client: Client):
+        super().__init__()
+        self._client = client
+
+    def send(self, request: requests.PreparedRequest, *args: object, **kwargs: object) -> requests.Response:
+        self._client.check(request.url or "")
+        return super().send(request, *args, **kwargs)
 
 
 def _one_line(exc: Exception) -> str:

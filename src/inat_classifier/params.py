@@ -101,6 +101,8 @@ class InaturalistSource(Section):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"'{value}' is not an http(s) URL like {INATURALIST_API}")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"'{value}': plain http is only for a local test server; use https")
         return value.rstrip("/")
 
     @field_validator("photo_hosts")

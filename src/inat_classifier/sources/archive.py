@@ -30,7 +30,7 @@ import ijson
 
 from ..atomic import atomic_dir
 from ..errors import DataError
-from ..http import Client, HttpSettings, host_of
+from ..http import Client, HttpSettings
 from ..manifest import sha256_of
 from ..params import ArchiveSource
 from . import folder, inat_json
@@ -84,7 +84,7 @@ def obtain(config: ArchiveSource, store: Path, http: HttpSettings) -> Path:
         if cached.is_file():  # named by its digest when it was stored
             return cached
         part = store / f"{expected}.part"
-        with Client([host_of(url)], http) as client:
+        with Client([url], http) as client:  # its origin only
             client.fetch(url, part)
         actual = sha256_of(part)
         # Kept under its real digest: fixing a wrong sha256 param then needs no second download.

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..atomic import write_text
 from ..errors import DataError
-from ..http import Client, HttpError, HttpSettings, RateLimiter, host_of
+from ..http import Client, HttpError, HttpSettings, RateLimiter, is_local_http, origin_of
 from ..images import ImageError
 from ..manifest import sha256_of
 from ..params import InaturalistSource
@@ -81,8 +81,9 @@ class PhotoCache:
                 return image.size
         if bad.is_file():
             return bad.read_text()
-        if not self.client.allowed(candidate.url):
-            return f"host '{host_of(candidate.url)}' is not in download.inaturalist.photo_hosts"
+        refused = self.client.refusal(candidate.url)
+        if refused:
+            return f"refused, photos come only from download.inaturalist.photo_hosts over https: {refused}"
         part = self.folder / f"{candidate.photo_id}.part"
         try:
             self.client.fetch(candidate.url, part, self.limiter)
@@ -106,7 +107,7 @@ def collect(
 ) -> tuple[list[dict], list[str]]:
     """Fetch the photos into the cache, copy them to ``out_dir/<split>/<class>/``; rows and skips."""
     cache = cache_dir / CACHE_NAME
-    with Client([host_of(config.api_url), *config.photo_hosts], http) as client:
+    with Client([config.api_url, *photo_origins(config)], http) as client:
         api = Api(config.api_url, client, RateLimiter(config.requests_per_minute, http), cache / "api")
         photos = PhotoCache(
             cache / "photos" / config.photo_size, client, RateLimiter(config.photo_requests_per_minute, http), max_pixels
@@ -125,6 +126,14 @@ def collect(
         finally:  # on Ctrl-C or an error, queued photos are dropped rather than fetched first
             pool.shutdown(cancel_futures=True)
     return [_row(candidate, size, photos.path(candidate), out_dir) for candidate, size in accepted], selection.skipped
+
+
+def photo_origins(config: InaturalistSource) -> list[str]:
+    """Photo hosts over https on port 443; against a local test API (http on loopback), its scheme and port."""
+    if is_local_http(config.api_url):
+        scheme, _, port = origin_of(config.api_url)
+        return [f"{scheme}://{host}:{port}" for host in config.photo_hosts]
+    return [f"https://{host}" for host in config.photo_hosts]
 
 
 class Selection:
