@@ -30,6 +30,7 @@ from ..http import Client, HttpSettings
 from ..manifest import sha256_of
 from ..params import ArchiveSource
 from . import folder, inat_json
+from .paths import MAX_NAME_BYTES, class_folders, inside, safe_component
 from .store import store_many
 from .unpack import extract, relative_parts
 
@@ -170,8 +171,9 @@ def _load_json(root: Path, key: str, name: str) -> object:
 
 
 def _class_name(category: dict) -> str:
-    name = " ".join(str(category.get("name", "")).replace("/", " ").split())
-    return name if name.strip(".") else f"category {category['id']}"
+    """The real name, white space folded; its folder is made safe separately (``paths.class_folders``)."""
+    name = " ".join(str(category.get("name", "")).split())
+    return name or f"category {category['id']}"
 
 
 def _license_code(license: dict | None) -> str:
@@ -189,10 +191,12 @@ def _license_code(license: dict | None) -> str:
 def _store(items: list[Item], out_dir: Path, max_pixels: int) -> tuple[list[dict], list[str]]:
     """Decode and store each item as ``<split>/<class>/<name>.jpg``; unreadable ones are reported."""
     taken: dict[Path, set[str]] = defaultdict(set)
+    folders = class_folders(item.cls for item in items)
     pairs = []
     for item in items:
-        folder_rel = Path(item.split) / item.cls
-        pairs.append((item.path, out_dir / folder_rel / _jpeg_name(item.path.name, taken[folder_rel])))
+        folder_rel = Path(item.split) / folders[item.cls]
+        target = out_dir / folder_rel / _jpeg_name(item.path.name, taken[folder_rel])
+        pairs.append((item.path, inside(out_dir, target)))
     rows, skipped = [], []
     for item, (_, target), result in zip(items, pairs, store_many(pairs, max_pixels, "storing images")):
         if isinstance(result, str):
@@ -217,6 +221,7 @@ def _store(items: list[Item], out_dir: Path, max_pixels: int) -> tuple[list[dict
 
 def _jpeg_name(name: str, taken: set[str]) -> str:
     """The original name for JPEGs (stored as JPEG again), ``x.png.jpg`` for others; unique per folder."""
+    name = safe_component(name, MAX_NAME_BYTES - 16)  # room for a counter and .jpg
     stem, suffix = os.path.splitext(name)
     candidate = name if suffix.lower() in IMAGE_SUFFIXES else f"{name}.jpg"
     counter = 1

@@ -32,6 +32,7 @@ from ..images import ImageError
 from ..manifest import sha256_of
 from ..params import InaturalistSource
 from .inat_api import Api, Taxon, evidence_ok, observation_params
+from .paths import class_folders, inside
 from .store import store_rgb_jpeg
 
 CACHE_NAME = "inaturalist"
@@ -125,7 +126,9 @@ def collect(
                         accepted += selection.fill(taxon, split, year, caps[split])
         finally:  # on Ctrl-C or an error, queued photos are dropped rather than fetched first
             pool.shutdown(cancel_futures=True)
-    return [_row(candidate, size, photos.path(candidate), out_dir) for candidate, size in accepted], selection.skipped
+    folders = class_folders(taxon.name for taxon in taxa)
+    rows = [_row(candidate, size, photos.path(candidate), out_dir, folders) for candidate, size in accepted]
+    return rows, selection.skipped
 
 
 def photo_origins(config: InaturalistSource) -> list[str]:
@@ -199,9 +202,9 @@ class Selection:
         return batch
 
 
-def _row(candidate: Candidate, size: tuple[int, int], cached: Path, out_dir: Path) -> dict:
+def _row(candidate: Candidate, size: tuple[int, int], cached: Path, out_dir: Path, folders: dict[str, str]) -> dict:
     # A copy, not a hard link: DVC may make its outputs read-only or move them into its cache.
-    target = out_dir / candidate.split / candidate.taxon.name / f"{candidate.photo_id}.jpg"
+    target = inside(out_dir, out_dir / candidate.split / folders[candidate.taxon.name] / f"{candidate.photo_id}.jpg")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, target)
     return {
