@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_EXPORT_DIR,
         metavar="DIR",
-        help="folder for the exported models, replaced as a whole (default: %(default)s)",
+        help="folder for the exported models, replaced as a whole; refused if it holds other files "
+        "(default: %(default)s)",
     )
     add(
         "--metrics",
@@ -160,10 +161,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     _require_model(args.model)
     from .atomic import write_json
-    from .export import check_agreement, export_model, summary
+    from .export import check_agreement, check_output_dir, export_model, summary
     from .model import load_model
     from .predict import collect_images, input_size, report_problems
 
+    check_output_dir(args.output_dir)  # before any work: the folder is replaced as a whole
     names = _class_names(args)
     model = load_model(args.model)
     size = input_size(model)
