@@ -27,7 +27,7 @@ MAX_PER_PAGE = 200
 RESULT_WINDOW = 10_000
 SIZES = {"square": (24, 24), "thumb": (32, 24), "small": (48, 36), "medium": (64, 48), "large": (96, 72),
          "original": (128, 96)}
-FAULTS = ("ok", "429", "500", "drop", "stall", "slow", "hang")
+FAULTS = ("ok", "403", "404", "429", "500", "drop", "stall", "slow", "hang")
 # photo kind -> the file extension in its URL
 KINDS = {
     "jpeg": "jpg",
@@ -349,8 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "429":
             self._send(429, b'{"error":"Too Many Requests","status":429}', "application/json", entry, {"Retry-After": "1"})
             return
-        if fault == "500":
-            self._send(500, b'{"error":"Internal Server Error","status":500}', "application/json", entry)
+        if fault in ("403", "404", "500"):
+            self._send(int(fault), f'{{"error":"HTTP {fault}","status":{fault}}}'.encode(), "application/json", entry)
             return
         if fault == "stall":  # longer than the client's read timeout, then hang up without answering
             time.sleep(self.fake.stall_seconds)

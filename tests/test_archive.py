@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import stat
 import tarfile
 import tracemalloc
@@ -320,3 +321,17 @@ def test_the_full_competition_json_is_streamed_in_bounded_memory(tmp_path):
     assert len(items) == 2 * count // 100 and not skipped  # every hundredth image is a mammal
     assert {item.cls for item in items} == {"Vulpes vulpes"} and items[0].license == "cc-by"
     assert streamed < size / 4 and loaded > 2 * size, (streamed, size, loaded)
+
+
+def test_a_damaged_cached_archive_is_fetched_again(tmp_path):
+    archive = pack(folders_tree(tmp_path / "tree"), tmp_path / "photos.zip")
+    with FakeInaturalist() as fake:
+        fake.static["/photos.zip"] = archive.read_bytes()
+        url, cache = f"{fake.base_url}/photos.zip", tmp_path / "cache"
+        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        stored = cache / "archive" / digest(archive)
+        stored.write_bytes(b"\0" * stored.stat().st_size)  # a power cut's zeros under the right name
+        shutil.rmtree(cache / "archive" / f"{digest(archive)}.d")
+        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        assert [entry["path"] for entry in fake.log] == ["/photos.zip"] * 2
+    assert digest(stored) == digest(archive) and len(read_manifest(tmp_path / "raw")) == 12

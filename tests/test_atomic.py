@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from inat_classifier.atomic import atomic_dir, atomic_path, write_json
@@ -31,3 +34,26 @@ def test_atomic_dir_replaces_whole_directory_only_on_success(tmp_path):
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["one"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+@pytest.fixture
+def disk_events(monkeypatch):
+    """What reaches the disk, in order: fsync of a named file or folder, a system-wide sync, a rename."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or fsync(fd))
+    monkeypatch.setattr(os, "sync", lambda: events.append(("sync",)))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(a), str(b))) or replace(a, b))
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
+def test_contents_reach_the_disk_before_the_rename_and_the_folder_after(tmp_path, disk_events):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    (_, tmp), (_, source, renamed), (_, folder) = disk_events
+    assert source == tmp and renamed == str(target) and folder == str(tmp_path)
+    disk_events.clear()
+    with atomic_dir(tmp_path / "raw") as tmp:
+        (tmp / "one").write_text("1")
+    assert disk_events == [("sync",), ("replace", str(tmp), str(tmp_path / "raw")), ("fsync", str(tmp_path))]

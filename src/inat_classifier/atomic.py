@@ -1,4 +1,8 @@
-"""Atomic writes: a stage killed mid-write leaves the old file or none, never half a file."""
+"""Atomic writes: a stage killed mid-write leaves the old file or none, never half a file.
+
+Contents are flushed to disk before the rename and the folder after it, so a power cut cannot leave
+a complete-looking name with zero-length or missing contents (what a rerun would then trust).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,36 @@ from pathlib import Path
 import pandas as pd
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's contents, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(folder: str | Path) -> None:
+    """Flush everything under ``folder``: one system-wide sync where there is one, else file by file."""
+    if hasattr(os, "sync"):
+        os.sync()
+        return
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fsync_path(Path(root) / name)
+        fsync_path(root)
+
+
+def replace(source: str | Path, target: str | Path) -> None:
+    """``os.replace`` that survives a power cut: contents on disk first, the new name after."""
+    if Path(source).is_dir():
+        sync_tree(source)
+    else:
+        fsync_path(source)
+    os.replace(source, target)
+    fsync_path(Path(target).parent)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``target``; it replaces ``target`` only if the block succeeds."""
@@ -25,7 +59,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o644)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -42,7 +76,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
-        os.replace(tmp, target)
+        replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -34,6 +34,7 @@ from .errors import DataError
 USER_AGENT = "inat-classifier/0.1 (+https://github.com/<placeholder>/inat-classifier)"
 CHUNK = 1 << 16
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+GONE_STATUSES = frozenset({404, 410})  # the only answers that say a URL will not work tomorrow either
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
 # Backslashes, white space and control characters: parsers disagree on them, real URLs have none.
@@ -64,9 +65,10 @@ class HttpSettings:
 class HttpError(DataError):
     """A request failed for good: a 4xx answer, or transient failures beyond ``max_tries``."""
 
-    def __init__(self, message: str, transient: bool = False):
+    def __init__(self, message: str, transient: bool = False, permanent: bool = False):
         super().__init__(message)
         self.transient = transient  # the network failed, not this URL: worth a rerun later
+        self.permanent = permanent  # the URL is gone (404, 410) or leads where we may not go: remember it
 
 
 class _Retry(Exception):
@@ -180,7 +182,7 @@ class Client:
     def check(self, url: str) -> None:
         why = self.refusal(url)
         if why:
-            raise HttpError(f"{' '.join(url.split())}: refused, {why}")
+            raise HttpError(f"{' '.join(url.split())}: refused, {why}", permanent=True)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -232,7 +234,8 @@ class Client:
         response.close()
         if status in RETRY_STATUSES:
             raise _Retry(f"HTTP {status}", retry_after(response.headers.get("retry-after"), self.settings.max_wait))
-        raise HttpError(f"{url}: HTTP {status} {response.reason}{': ' + detail if detail else ''}")
+        raise HttpError(f"{url}: HTTP {status} {response.reason}{': ' + detail if detail else ''}",
+                        permanent=status in GONE_STATUSES)
 
     def get_json(self, url: str, params: dict | None = None, limiter: RateLimiter | None = None) -> object:
         """GET a JSON document; a body cut short or not JSON counts as a transient failure."""

@@ -36,6 +36,10 @@ class ImageError(DataError):
     """This file is not an image we accept (corrupt, truncated, too large, not an image)."""
 
 
+class TooLarge(ImageError):
+    """A readable image over the pixel cap: a matter of settings, not of the file."""
+
+
 def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """Decode ``path`` fully into an upright RGB image, or raise :class:`ImageError` saying why.
 
@@ -48,7 +52,7 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int 
             with Image.open(path, formats=PHOTO_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageError(f"{path}: {width}x{height} exceeds the {max_pixels}-pixel cap")
+                    raise TooLarge(f"{path}: {width}x{height} exceeds the {max_pixels}-pixel cap")
                 if draft and image.format == "JPEG":
                     image.draft("RGB", (draft, draft))
                 image.load()
@@ -58,6 +62,8 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int 
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own cap, in open
+        raise TooLarge(f"{path}: {' '.join(str(exc).split())}") from None
     except Exception as exc:  # noqa: BLE001 - whatever a decoder raises, this file is skipped, not the run
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"{path}: not a readable image ({reason})") from None

@@ -24,7 +24,7 @@ from urllib.request import url2pathname
 
 import ijson
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, replace
 from ..errors import DataError
 from ..http import Client, HttpSettings
 from ..manifest import sha256_of
@@ -77,14 +77,16 @@ def obtain(config: ArchiveSource, store: Path, http: HttpSettings) -> Path:
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         cached = store / expected
-        if cached.is_file():  # named by its digest when it was stored
-            return cached
+        if cached.is_file():  # named by its digest when it was stored; checked again all the same
+            if sha256_of(cached) == expected:
+                return cached
+            cached.unlink()  # damaged since (a power cut, a disk error): fetched again
         part = store / f"{expected}.part"
         with Client([url], http) as client:  # its origin only
             client.fetch(url, part)
         actual = sha256_of(part)
         # Kept under its real digest: fixing a wrong sha256 param then needs no second download.
-        os.replace(part, store / actual)
+        replace(part, store / actual)
         path = store / actual
     else:
         path = Path(url2pathname(parts.path)) if parts.scheme == "file" else Path(url)

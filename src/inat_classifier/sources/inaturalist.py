@@ -7,9 +7,12 @@ is used at most once, so near-duplicate shots of one animal never straddle the s
 
 Resumability: ``data/raw`` is deleted by DVC before this stage runs, so everything fetched lives in
 a download cache outside it (``<cache>/inaturalist``): API answers, and per photo either
-``<id>.jpg`` (decoded, stored as RGB JPEG), ``<id>.bad`` (why it was rejected) or ``<id>.part`` (an
-unfinished download, resumed with a Range request). A restart skips what is finished, so no
-completed photo is fetched twice; ``data/raw`` is then copied from the cache.
+``<id>.jpg`` (decoded, stored as RGB JPEG), ``<id>.bad`` (why it was rejected for good: gone, 404
+or 410, or not an image) or ``<id>.part`` (an unfinished download, resumed with a Range request, or
+a photo over ``max_pixels`` kept for a larger cap). A restart skips what is finished, so no completed
+photo is fetched twice; ``data/raw`` is then copied from the cache. Nothing is trusted for existing:
+a cached photo is decoded again and one that does not decode (zero length after a power cut, half a
+JPEG) is fetched again, like an unreadable ``.bad`` marker or API answer.
 """
 
 from __future__ import annotations
@@ -22,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import write_text
 from ..errors import DataError
 from ..http import Client, HttpError, HttpSettings, RateLimiter, is_local_http, origin_of
-from ..images import ImageError
+from ..images import ImageError, TooLarge, open_rgb
 from ..manifest import sha256_of
 from ..params import InaturalistSource
 from .inat_api import Api, Taxon, evidence_ok, observation_params
@@ -75,13 +77,18 @@ class PhotoCache:
         return self.folder / f"{candidate.photo_id}.jpg"
 
     def get(self, candidate: Candidate) -> tuple[int, int] | str:
-        """(width, height) of the stored photo, or why it was rejected (remembered across runs)."""
+        """(width, height) of the stored photo, or why it was rejected (remembered if for good)."""
         done, bad = self.path(candidate), self.folder / f"{candidate.photo_id}.bad"
         if done.is_file():
-            with Image.open(done) as image:
-                return image.size
-        if bad.is_file():
-            return bad.read_text()
+            try:
+                return open_rgb(done, self.max_pixels).size
+            except TooLarge as exc:  # a smaller cap than when it was stored
+                return str(exc).removeprefix(f"{done}: ")
+            except ImageError:
+                done.unlink()  # cut short by a crash or a power cut: fetch it again
+        reason = _marker(bad)
+        if reason:
+            return reason
         refused = self.client.refusal(candidate.url)
         if refused:
             return f"refused, photos come only from download.inaturalist.photo_hosts over https: {refused}"
@@ -92,15 +99,31 @@ class PhotoCache:
         except HttpError as exc:
             if exc.transient:
                 raise  # the network, not the photo: stop here, a rerun resumes from the .part file
-            reason = str(exc).removeprefix(f"{candidate.url}: ")
+            reason, permanent = str(exc).removeprefix(f"{candidate.url}: "), exc.permanent
+        except TooLarge as exc:  # kept as .part: a larger max_pixels accepts it without a new download
+            return str(exc).removeprefix(f"{part}: ")
         except ImageError as exc:
-            reason = str(exc).removeprefix(f"{part}: ")
+            reason, permanent = str(exc).removeprefix(f"{part}: "), True
         else:
             part.unlink(missing_ok=True)
             return size
-        write_text(bad, reason)
-        part.unlink(missing_ok=True)
+        if permanent:
+            write_text(bad, reason)
+            part.unlink(missing_ok=True)
         return reason
+
+
+def _marker(bad: Path) -> str | None:
+    """The reason a ``.bad`` marker gives; an unreadable or empty one counts as none."""
+    try:
+        reason = bad.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        reason = ""
+    if not reason:
+        bad.unlink(missing_ok=True)
+    return reason or None
 
 
 def collect(
