@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import write_image
 from fake_inaturalist import FakeInaturalist
+from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError, ParamsError
 from inat_classifier.http import HttpSettings
 from inat_classifier.manifest import COLUMNS, read_manifest
@@ -335,3 +336,43 @@ def test_a_damaged_cached_archive_is_fetched_again(tmp_path):
         download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
         assert [entry["path"] for entry in fake.log] == ["/photos.zip"] * 2
     assert digest(stored) == digest(archive) and len(read_manifest(tmp_path / "raw")) == 12
+
+
+def test_members_are_read_lazily_and_the_count_cap_stops_early(tmp_path, monkeypatch):
+    archive = tmp_path / "many.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in range(500):
+            info = tarfile.TarInfo(f"train/a/{i}.jpg")
+            tar.addfile(info, io.BytesIO(b""))
+    parsed = []
+    original = tarfile.TarInfo.fromtarfile.__func__
+    monkeypatch.setattr(tarfile.TarInfo, "fromtarfile", classmethod(lambda cls, tar: parsed.append(1) or original(cls, tar)))
+    with pytest.raises(DataError, match="more than 10 members"):
+        extract(archive, tmp_path / "out", max_members=10)
+    assert len(parsed) < 30  # not all 500 headers before counting
+
+
+def test_a_zip_link_body_is_never_read(tmp_path):
+    """A 64 MiB symlink body compresses to about 64 KB; reading it whole took memory before any cap."""
+    archive = tmp_path / "link.zip"
+    info = zipfile.ZipInfo("train/a/link.jpg")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(info, b"a" * (64 << 20))
+    tracemalloc.start()
+    with pytest.raises(DataError, match="link.zip: refused, member 'train/a/link.jpg' is a symbolic link"):
+        extract(archive, tmp_path / "out")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert archive.stat().st_size < 1 << 20 and peak < 4 << 20, peak
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar"])
+def test_an_archive_that_would_not_fit_on_the_disk_is_refused(tmp_path, monkeypatch, suffix):
+    archive = pack(folders_tree(tmp_path / "tree"), tmp_path / f"photos{suffix}")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=RESERVE + 1000))
+    with pytest.raises(DataError, match="needs [0-9,]+ bytes but .* has 268,436,456 free"):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from collections import namedtuple
+from dataclasses import replace
 
 import pytest
 
 from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from inat_classifier.atomic import RESERVE
+from inat_classifier.errors import DataError
 from inat_classifier.http import Client, HttpError, HttpSettings
 from inat_classifier.params import parse_params
 from inat_classifier.sources import download
@@ -14,6 +20,7 @@ from inat_classifier.sources.inaturalist import photo_origins
 
 FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)
 HOSTILE = 70001
+DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
 def two_species_world() -> World:
@@ -79,3 +86,35 @@ def test_plain_http_is_only_for_a_local_api():
     assert parse_params({"download": {"inaturalist": {"api_url": "http://127.0.0.1:8000/v1"}}})
     with pytest.raises(Exception, match="plain http is only for a local test server"):
         parse_params({"download": {"inaturalist": {"api_url": "http://api.inaturalist.org/v1"}}})
+
+
+def test_every_download_has_an_overall_deadline(tmp_path):
+    """A server sending a byte every 50 ms never trips the read timeout; the deadline stops it."""
+    with FakeInaturalist() as fake:
+        fake.static["/slow.jpg"] = b"x" * 200  # 10 s at this pace
+        fake.faults["static:/slow.jpg"] = ["trickle"]
+        start = time.monotonic()
+        with Client([fake.base_url], replace(FAST, deadline=0.5)) as client:
+            with pytest.raises(HttpError, match="not done within the 0.5 s deadline") as caught:
+                client.fetch(f"{fake.base_url}/slow.jpg", tmp_path / "slow.part")
+    assert time.monotonic() - start < 3 and caught.value.transient
+
+
+def test_photo_and_json_bodies_are_capped(tmp_path):
+    with FakeInaturalist(two_species_world()) as fake, Client([fake.base_url], FAST) as client:
+        fake.static["/big.jpg"] = b"x" * 5000
+        with pytest.raises(HttpError, match="larger than the cap of 1000 bytes") as caught:
+            client.fetch(f"{fake.base_url}/big.jpg", tmp_path / "big.part", max_bytes=1000)
+        assert caught.value.permanent and not (tmp_path / "big.part").exists()  # its declared size was enough
+        with pytest.raises(HttpError, match="larger than the cap of 100 bytes"):
+            client.get_json(f"{fake.api_url}/observations", {"taxon_id": 1}, max_bytes=100)
+        assert client.get_json(f"{fake.api_url}/observations", {"taxon_id": 1})["total_results"] == 3
+
+
+def test_a_body_that_would_not_fit_on_the_disk_is_not_fetched(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(1 << 40, 1 << 40, RESERVE + 4000))
+    with FakeInaturalist() as fake, Client([fake.base_url], FAST) as client:
+        fake.static["/big.tar"] = b"x" * 5000
+        with pytest.raises(DataError, match="big.tar: needs 5,000 bytes but .* has"):
+            client.fetch(f"{fake.base_url}/big.tar", tmp_path / "big.part")
+    assert not (tmp_path / "big.part").exists()

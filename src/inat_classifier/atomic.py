@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import DataError
+
+RESERVE = 256 << 20  # disk left free for everything else when we write large things
+
 
 def fsync_path(path: str | Path) -> None:
     """Flush a file's contents, or a folder's entries, to disk."""
@@ -45,6 +49,13 @@ def replace(source: str | Path, target: str | Path) -> None:
         fsync_path(source)
     os.replace(source, target)
     fsync_path(Path(target).parent)
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """A one-line :class:`DataError` naming ``what`` if ``needed`` bytes would not fit in ``folder``'s disk."""
+    free = shutil.disk_usage(folder).free
+    if needed + RESERVE > free:
+        raise DataError(f"{what}: needs {needed:,} bytes but {folder} has {free:,} free (keeping {RESERVE:,} spare)")
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@
   a URL that Python's ``urlsplit`` reads differently (``https://evil\\@good/``) cannot slip by.
 * Timeouts, dropped connections, 5xx and 429 are retried with exponential backoff, or after the
   server's Retry-After; after ``max_tries`` the failure is one line naming the URL.
+* Every download has an overall ``deadline`` (all tries together: a server trickling one byte at a
+  time cannot hold us forever) and a cap on its size; a body's declared size must fit on the disk.
 * A :class:`RateLimiter` spaces requests evenly across threads (iNaturalist asks for <= 60/minute).
 * :meth:`Client.fetch` completes a ``.part`` file with Range requests, so an interrupted download
   resumes where it stopped and bytes already on disk are never fetched again.
@@ -17,6 +19,7 @@ what was waited for.
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import threading
 import time
@@ -29,10 +32,12 @@ import requests
 import urllib3
 from urllib3.util import parse_url
 
+from .atomic import check_free_space
 from .errors import DataError
 
 USER_AGENT = "inat-classifier/0.1 (+https://github.com/<placeholder>/inat-classifier)"
 CHUNK = 1 << 16
+MAX_JSON_BYTES = 64 << 20  # an API page of 200 observations is about 1 MB
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 GONE_STATUSES = frozenset({404, 410})  # the only answers that say a URL will not work tomorrow either
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -57,6 +62,7 @@ class HttpSettings:
     max_tries: int = 6  # 1 + 5 retries: about a minute of backoff before giving up
     backoff: float = 2.0  # first retry waits this long, doubling each time
     max_wait: float = 300.0  # cap on backoff and on a server's Retry-After
+    deadline: float = 600.0  # seconds for one download, all tries and waits included
     trust_env: bool = True  # honour HTTP(S)_PROXY etc.; tests turn it off
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
@@ -198,15 +204,18 @@ class Client:
                 self._sessions.append(session)
         return session
 
-    def _attempts(self, url: str, limiter: RateLimiter | None, attempt: Callable[[], object]) -> object:
-        """Run ``attempt`` until it succeeds, retrying :class:`_Retry` and transient errors with backoff."""
+    def _attempts(self, url: str, limiter: RateLimiter | None, attempt: Callable[[float], object]) -> object:
+        """Run ``attempt(stop)`` until it succeeds, retrying :class:`_Retry` and transient errors with
+        backoff, all before the clock reaches ``stop``."""
         self.check(url)
+        stop = self.settings.clock() + self.settings.deadline
         reason = ""
         for tries in range(1, self.settings.max_tries + 1):
             if limiter:
                 limiter.wait()
+            self._on_time(stop, url)
             try:
-                return attempt()
+                return attempt(stop)
             except _Retry as exc:
                 reason, wait = str(exc), exc.wait
             except TRANSIENT as exc:
@@ -221,6 +230,10 @@ class Client:
                 limiter.defer(wait)
             self.settings.sleep(wait)
         raise HttpError(f"{url}: gave up after {self.settings.max_tries} tries; last: {reason}", transient=True)
+
+    def _on_time(self, stop: float, url: str) -> None:
+        if self.settings.clock() > stop:
+            raise HttpError(f"{url}: gave up, not done within the {self.settings.deadline:g} s deadline", transient=True)
 
     def _check_status(self, response: requests.Response, url: str) -> None:
         """Nothing for a success; otherwise raise :class:`_Retry` or a final :class:`HttpError`."""
@@ -237,23 +250,31 @@ class Client:
         raise HttpError(f"{url}: HTTP {status} {response.reason}{': ' + detail if detail else ''}",
                         permanent=status in GONE_STATUSES)
 
-    def get_json(self, url: str, params: dict | None = None, limiter: RateLimiter | None = None) -> object:
-        """GET a JSON document; a body cut short or not JSON counts as a transient failure."""
+    def get_json(
+        self, url: str, params: dict | None = None, limiter: RateLimiter | None = None, max_bytes: int = MAX_JSON_BYTES
+    ) -> object:
+        """GET a JSON document of at most ``max_bytes``; a body cut short or not JSON counts as transient."""
 
-        def attempt() -> object:
-            response = self._session().get(url, params=params, timeout=self.settings.timeout)
-            self._check_status(response, response.url)
+        def attempt(stop: float) -> object:
+            response = self._session().get(url, params=params, stream=True, timeout=self.settings.timeout)
+            with response:
+                self._check_status(response, response.url)
+                body = bytearray()
+                for block in response.iter_content(CHUNK):
+                    body += block
+                    _cap(response.url, len(body), max_bytes)
+                    self._on_time(stop, url)
             try:
-                return response.json()
+                return json.loads(body)
             except ValueError:
                 raise _Retry("the answer is not complete JSON") from None
 
         return self._attempts(url, limiter, attempt)
 
-    def fetch(self, url: str, part: Path, limiter: RateLimiter | None = None) -> None:
-        """Complete ``part`` with the body of ``url``, resuming from the bytes already in it."""
+    def fetch(self, url: str, part: Path, limiter: RateLimiter | None = None, max_bytes: int | None = None) -> None:
+        """Complete ``part`` with the body of ``url`` (at most ``max_bytes``), resuming from the bytes in it."""
 
-        def attempt() -> None:
+        def attempt(stop: float) -> None:
             have = part.stat().st_size if part.exists() else 0
             headers = {"Accept-Encoding": "identity"}
             if have:
@@ -270,7 +291,10 @@ class Client:
                 if start not in (0, have):
                     part.unlink()
                     raise _Retry(f"server resumed at byte {start}, not {have}", 0.0)
-                expected = response.headers.get("content-length")
+                expected = _integer(response.headers.get("content-length"))
+                if expected is not None:
+                    _cap(url, start + expected, max_bytes)
+                    check_free_space(part.parent, expected, url)
                 written = 0
                 with open(part, "ab" if start else "wb") as handle:
                     # read1 hands over whatever has arrived and flush puts it on disk, so a kill
@@ -279,7 +303,9 @@ class Client:
                         handle.write(block)
                         handle.flush()
                         written += len(block)
-                if expected is not None and written != int(expected):
+                        _cap(url, start + written, max_bytes)
+                        self._on_time(stop, url)
+                if expected is not None and written != expected:
                     raise _Retry(f"connection closed after {written} of {expected} bytes")
 
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +322,15 @@ class _CheckedAdapter(requests.adapters.HTTPAdapter):
     def send(self, request: requests.PreparedRequest, *args: object, **kwargs: object) -> requests.Response:
         self._client.check(request.url or "")
         return super().send(request, *args, **kwargs)
+
+
+def _cap(url: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise HttpError(f"{url}: refused, the body is larger than the cap of {max_bytes} bytes", permanent=True)
+
+
+def _integer(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
 
 
 def _one_line(exc: Exception) -> str:

@@ -13,6 +13,7 @@ format (COCO-style JSON beside the image tree; see ``docs/data-sources.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from .store import store_many
 from .unpack import extract, relative_parts
 
 CACHE_NAME = "archive"
+ARCHIVE_DEADLINE = 24 * 3600.0  # seconds; a rerun resumes from the .part file
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -82,7 +84,7 @@ def obtain(config: ArchiveSource, store: Path, http: HttpSettings) -> Path:
                 return cached
             cached.unlink()  # damaged since (a power cut, a disk error): fetched again
         part = store / f"{expected}.part"
-        with Client([url], http) as client:  # its origin only
+        with Client([url], dataclasses.replace(http, deadline=ARCHIVE_DEADLINE)) as client:  # its origin only
             client.fetch(url, part)
         actual = sha256_of(part)
         # Kept under its real digest: fixing a wrong sha256 param then needs no second download.

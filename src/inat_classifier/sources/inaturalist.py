@@ -38,6 +38,7 @@ from .paths import class_folders, inside
 from .store import store_rgb_jpeg
 
 CACHE_NAME = "inaturalist"
+MAX_PHOTO_BYTES = 64 << 20  # an "original" is at most 2048 px, a few MB
 PHOTO_SIZES = ("square", "thumb", "small", "medium", "large", "original")
 
 
@@ -94,7 +95,7 @@ class PhotoCache:
             return f"refused, photos come only from download.inaturalist.photo_hosts over https: {refused}"
         part = self.folder / f"{candidate.photo_id}.part"
         try:
-            self.client.fetch(candidate.url, part, self.limiter)
+            self.client.fetch(candidate.url, part, self.limiter, MAX_PHOTO_BYTES)
             size = store_rgb_jpeg(part, done, self.max_pixels)
         except HttpError as exc:
             if exc.transient:

@@ -4,8 +4,9 @@ Extraction never calls ``tarfile``'s ``extract``/``extractall`` nor ``zipfile``'
 on their filters (``filter="data"`` is bypassable before Python 3.11.13, 3.12.11 and 3.13.4,
 CVE-2025-4517). Members are read lazily, one at a time: the caps on their count and unpacked bytes
 stop a bomb before it is all read. One bad member refuses the whole archive: an absolute path or
-``..``, any symbolic or hard link (a photo archive needs none), a device, FIFO or other special
-file. Each destination is computed here, its folders created one level at a time without following
+``..``, any symbolic or hard link (a photo archive needs none, and a link's target is never read),
+a device, FIFO or other special file. Sizes declared in the headers are checked against the free
+disk space before writing (a zip's total at once, a tar's member by member). Each destination is computed here, its folders created one level at a time without following
 links, the file opened with ``O_EXCL | O_NOFOLLOW`` and its resolved path checked to stay under the
 target. A refused archive leaves nothing behind: the target folder is removed.
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from ..atomic import check_free_space
 from ..errors import DataError
 from .paths import inside, make_dirs
 
@@ -54,6 +56,10 @@ def _extract(archive: Path, target: Path, max_members: int, max_bytes: int) -> N
                 _unpack(archive, target, _tar_members(tar), max_members, max_bytes)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                if len(infos) > max_members:
+                    raise DataError(f"{archive}: refused, more than {max_members} members (the cap)")
+                check_free_space(target, min(sum(info.file_size for info in infos), max_bytes), str(archive))
                 _unpack(archive, target, _zip_members(zf), max_members, max_bytes)
         else:
             raise DataError(f"{archive}: not a tar (.tar, .tar.gz, .tar.bz2, .tar.xz) or zip archive")
@@ -118,6 +124,7 @@ def _unpack(archive: Path, target: Path, members: Iterator[Member], max_members:
             make_dirs(target, destination)
         elif parts:
             make_dirs(target, destination.parent)
+            check_free_space(target, size, refuse)
             _write(opener, inside(target, destination), size, refuse)
 
 
