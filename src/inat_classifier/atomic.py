@@ -2,6 +2,8 @@
 
 Contents are flushed to disk before the rename and the folder after it, so a power cut cannot leave
 a complete-looking name with zero-length or missing contents (what a rerun would then trust).
+Outputs get the permissions the umask gives any new file; the temporary folders a killed run left
+beside a target are removed when the next run writes it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -58,6 +61,27 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
         raise DataError(f"{what}: needs {needed:,} bytes but {folder} has {free:,} free (keeping {RESERVE:,} spare)")
 
 
+def umask() -> int:
+    """The process umask, read without changing it where the system allows (other threads write meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale(target: Path) -> None:
+    """Delete what a killed :func:`atomic_dir` left beside ``target``: its temporary and old copies."""
+    stale = re.compile(rf"\.{re.escape(target.name)}\.([a-z0-9_]{{8}}\.tmp|old)")  # mkdtemp's 8 characters
+    for entry in target.parent.iterdir():
+        if stale.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``target``; it replaces ``target`` only if the block succeeds."""
@@ -67,7 +91,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp.{target.stem}.", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o644)
+    os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp's 0600 is for secrets
     try:
         yield tmp_path
         replace(tmp_path, target)
@@ -80,7 +104,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` as a whole on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 is for secrets
     try:
         yield tmp
         old = target.with_name(f".{target.name}.old")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +58,7 @@ def collect(
     archive = obtain(config, store, http)
     tree = store / f"{config.sha256}.d"
     if not tree.is_dir():
-        for stale in store.glob(f".{tree.name}.*.tmp"):  # left by a killed extraction
-            shutil.rmtree(stale, ignore_errors=True)
-        with atomic_dir(tree) as tmp:
+        with atomic_dir(tree) as tmp:  # removes what a killed extraction left
             extract(archive, tmp)
     if config.layout == "folders":
         root = _content_root(tree, ("train", "test"))
