@@ -436,3 +436,17 @@ def test_a_photo_over_max_pixels_is_not_marked_bad_nor_downloaded_again(fake, tm
     since = len(fake.log)
     assert cache_for(fake, tmp_path).get(candidate(fake, SPARE)) == (64, 48)
     assert [e["status"] for e in fake.photo_requests(since)] == [416]  # only asked whether more was left
+
+
+@pytest.mark.parametrize(
+    "taxa, message",
+    [
+        (["Catharus ustulatus", THRUSH], f"'Catharus ustulatus' and {THRUSH} are the same taxon, Catharus ustulatus"),
+        ([DUP1, DUP2], f"{DUP1} and {DUP2} are two taxa named Duplicata nomen"),
+    ],
+)
+def test_a_species_listed_twice_stops_before_any_photo(fake, tmp_path, taxa, message):
+    since = len(fake.log)
+    with pytest.raises(DataError, match="download.inaturalist.taxa: " + message):
+        run(fake, tmp_path, taxa=taxa)
+    assert fake.photo_requests(since) == []

@@ -117,3 +117,18 @@ def test_every_stage_stops_on_bad_params_before_work_with_one_line_and_no_traceb
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: params.yaml: train_head.epochs: Input should be greater than or equal to 1 (got -3)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing was written
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"seed": True}, "seed: Input should be a valid integer (got True)"),
+        ({"download": {"inaturalist": {"taxa": [True, "Aa bb"]}}}, "download.inaturalist.taxa.0"),
+        ({"subset": {"classes": ["Aa", "Bb", "Aa"]}}, "subset.classes: 'Aa' listed twice"),
+        ({"download": {"max_pixels": 100_000_000}}, "download.max_pixels: Input should be less than or equal to 89478485"),
+    ],
+)
+def test_bools_duplicates_and_ineffective_caps_are_refused(raw, expected):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)

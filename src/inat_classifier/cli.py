@@ -39,6 +39,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _pixel_cap(text: str) -> int:
+    from .params import PILLOW_MAX_PIXELS
+
+    value = _positive(text)
+    if value > PILLOW_MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"{value} is above Pillow's own limit of {PILLOW_MAX_PIXELS}, which would apply")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inat-classifier", description="Use the trained species classifier on photos, or export it."
@@ -75,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--format", choices=("table", "csv", "json"), help="default: from --output's extension, else table")
     add("-o", "--output", metavar="FILE", help="write here instead of stdout (written atomically)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
-    add("--max-pixels", type=_positive, metavar="N", help="skip images larger than this (default: 50000000)")
+    add("--max-pixels", type=_pixel_cap, metavar="N", help="skip images larger than this (default: 50000000)")
     add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
     predict.set_defaults(handler=run_predict)
 

@@ -83,7 +83,15 @@ class Api:
                     )
             else:
                 found = self._by_name(entry)
-            resolved.append(Taxon(int(found["id"]), str(found["name"])))
+            taxon = Taxon(int(found["id"]), str(found["name"]))
+            for earlier_entry, earlier in zip(taxa, resolved):
+                if taxon.id == earlier.id:
+                    raise DataError(f"{KEY}: {earlier_entry!r} and {entry!r} are the same taxon, {taxon.name} "
+                                    f"(id {taxon.id}); list each species once")
+                if taxon.name.casefold() == earlier.name.casefold():
+                    raise DataError(f"{KEY}: {earlier_entry!r} and {entry!r} are two taxa named {taxon.name} "
+                                    f"(ids {earlier.id} and {taxon.id}); class names must differ")
+            resolved.append(taxon)
         return resolved
 
     def _by_name(self, name: str) -> dict:
