@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes",
         type=Path,
         metavar="JSON",
-        help="JSON list of class names in label order (default: <model stem>.classes.json beside the model, "
-        "else data/subset/classes.json)",
+        help="JSON list of class names in label order (default: <model stem>.classes.json beside the model; "
+        "without it, this is required)",
     )
     add("-k", "--top-k", type=_positive, default=3, metavar="K", help="classes per image (default: %(default)s)")
     add(
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer 'unknown' when the top probability is below this (default: %(default)s, never)",
     )
     add("--format", choices=("table", "csv", "json"), help="default: from --output's extension, else table")
-    add("-o", "--output", metavar="FILE", help="write here instead of stdout (written atomically)")
+    add("-o", "--output", metavar="FILE",
+        help="write here instead of stdout (a regular file is replaced atomically; /dev/stdout or a pipe is written to)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
     add("--max-pixels", type=_pixel_cap, metavar="N", help="skip images larger than this (default: 50000000)")
     add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
