@@ -118,3 +118,16 @@ def test_a_body_that_would_not_fit_on_the_disk_is_not_fetched(tmp_path, monkeypa
         with pytest.raises(DataError, match="big.tar: needs 5,000 bytes but .* has"):
             client.fetch(f"{fake.base_url}/big.tar", tmp_path / "big.part")
     assert not (tmp_path / "big.part").exists()
+
+
+def test_the_user_agent_names_the_project_and_a_configurable_contact(monkeypatch):
+    monkeypatch.setenv("INAT_CLASSIFIER_CONTACT", "ann@example.org\r\nX-Injected: 1")
+    with FakeInaturalist() as fake:
+        fake.static["/x"] = b"{}"
+        with Client([fake.base_url], HttpSettings(trust_env=False)) as client:
+            client.get_json(f"{fake.base_url}/x")
+    agent = fake.log[0]["agent"]
+    assert agent.startswith("inat-classifier/") and "<placeholder>" not in agent
+    assert agent.endswith("(iNaturalist photo classifier pipeline; contact: ann@example.org X-Injected: 1)")
+    monkeypatch.delenv("INAT_CLASSIFIER_CONTACT")
+    assert "contact" not in HttpSettings().user_agent

@@ -1,6 +1,6 @@
 """HTTP for the download sources: polite, bounded, restartable, and only to the hosts we were given.
 
-* Every request names the tool in its User-Agent and goes only to an allow-listed origin (scheme,
+* Every request names the tool in its User-Agent (with a contact from ``$INAT_CLASSIFIER_CONTACT``) and goes only to an allow-listed origin (scheme,
   host and port), redirects included, so a hostile or changed API answer cannot send us elsewhere.
   The check runs in the transport adapter on the URL as urllib3 will connect to it, for every hop:
   a URL that Python's ``urlsplit`` reads differently (``https://evil\\@good/``) cannot slip by.
@@ -19,12 +19,14 @@ what was waited for.
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from urllib3.util import parse_url
 from .atomic import check_free_space
 from .errors import DataError
 
-USER_AGENT = "inat-classifier/0.1 (+https://github.com/<placeholder>/inat-classifier)"
+CONTACT_ENV = "INAT_CLASSIFIER_CONTACT"  # an e-mail address or URL iNaturalist may write to
 CHUNK = 1 << 16
 MAX_JSON_BYTES = 64 << 20  # an API page of 200 observations is about 1 MB
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -55,9 +57,19 @@ TRANSIENT = (
 )
 
 
+def user_agent(contact: str | None = None) -> str:
+    """Names the project and, when given or set in ``$INAT_CLASSIFIER_CONTACT``, whom to contact."""
+    try:
+        version = importlib.metadata.version("inat-classifier")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    contact = re.sub(r"[^\x21-\x7e]+", " ", os.environ.get(CONTACT_ENV, "") if contact is None else contact).strip()
+    return f"inat-classifier/{version} (iNaturalist photo classifier pipeline{'; contact: ' + contact if contact else ''})"
+
+
 @dataclass(frozen=True)
 class HttpSettings:
-    user_agent: str = USER_AGENT
+    user_agent: str = field(default_factory=lambda: user_agent())
     timeout: tuple[float, float] = (15.0, 60.0)  # connect, read (seconds)
     max_tries: int = 6  # 1 + 5 retries: about a minute of backoff before giving up
     backoff: float = 2.0  # first retry waits this long, doubling each time
