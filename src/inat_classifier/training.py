@@ -80,14 +80,15 @@ def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, 
     return {label: round(float(weight), 6) for label, weight in enumerate(weights)}
 
 
-def fingerprint(params: Params, *inputs: str | Path) -> str:
+def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None = None) -> str:
     """What a checkpoint must match to be resumed: every param, the bytes of the inputs and of the code
-    (this package and the stage script), the TensorFlow and Keras versions and the resolved device settings."""
+    (this package and the stage ``script``, by default the one running), the TensorFlow and Keras
+    versions and the resolved device settings."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     gpus = len(tf.config.list_physical_devices("GPU"))
     digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0)]).encode())
     code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
-    stage = getattr(sys.modules.get("__main__"), "__file__", None)
+    stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
     if stage:
         code.append((Path(stage).name, Path(stage)))
     for name, path in [*code, *((str(path), Path(path)) for path in inputs)]:
