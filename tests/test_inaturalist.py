@@ -450,3 +450,12 @@ def test_a_species_listed_twice_stops_before_any_photo(fake, tmp_path, taxa, mes
     with pytest.raises(DataError, match="download.inaturalist.taxa: " + message):
         run(fake, tmp_path, taxa=taxa)
     assert fake.photo_requests(since) == []
+
+
+def test_a_damaged_partial_download_is_fetched_afresh_not_marked_bad(fake, tmp_path):
+    """After a power cut a .part may hold zeros; resuming after them gives an undecodable photo."""
+    (tmp_path / f"{SPARE}.part").write_bytes(b"\0" * 100)
+    since = len(fake.log)
+    assert cache_for(fake, tmp_path).get(candidate(fake, SPARE)) == (64, 48)
+    assert [e["range"] for e in fake.photo_requests(since)] == ["bytes=100-", None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{SPARE}.jpg"]

@@ -95,8 +95,7 @@ class PhotoCache:
             return f"refused, photos come only from download.inaturalist.photo_hosts over https: {refused}"
         part = self.folder / f"{candidate.photo_id}.part"
         try:
-            self.client.fetch(candidate.url, part, self.limiter, MAX_PHOTO_BYTES)
-            size = store_rgb_jpeg(part, done, self.max_pixels)
+            size = self._download(candidate, part, done)
         except HttpError as exc:
             if exc.transient:
                 raise  # the network, not the photo: stop here, a rerun resumes from the .part file
@@ -112,6 +111,22 @@ class PhotoCache:
             write_text(bad, reason)
             part.unlink(missing_ok=True)
         return reason
+
+
+    def _download(self, candidate: Candidate, part: Path, done: Path) -> tuple[int, int]:
+        """Fetch into ``part`` and store it; if bytes kept from an earlier run do not decode, once afresh."""
+        resumed = part.is_file() and part.stat().st_size > 0
+        self.client.fetch(candidate.url, part, self.limiter, MAX_PHOTO_BYTES)
+        try:
+            return store_rgb_jpeg(part, done, self.max_pixels)
+        except TooLarge:
+            raise
+        except ImageError:
+            if not resumed:
+                raise
+        part.unlink()  # a power cut may have left zeros in what an earlier run received
+        self.client.fetch(candidate.url, part, self.limiter, MAX_PHOTO_BYTES)
+        return store_rgb_jpeg(part, done, self.max_pixels)
 
 
 def _marker(bad: Path) -> str | None:
