@@ -26,13 +26,15 @@ from pipeline import machine, repo_env
 def write_set(directory: Path, images: int, size: int, shard_size: int) -> list[str]:
     import numpy as np
 
-    from inat_classifier.records import shard_names, write_shard
+    from inat_classifier.records import shard_name, write_shard
 
-    rng, names = np.random.default_rng(0), shard_names("train", images, shard_size)
-    for k, name in enumerate(names):
+    rng, names, shards = np.random.default_rng(0), [], -(-images // shard_size)
+    for k in range(shards):
         count = min(shard_size, images - k * shard_size)
         pixels = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-        write_shard(str(directory / name), k * shard_size, rng.integers(0, 4, count), pixels)
+        labels = rng.integers(0, 4, count)
+        names.append(shard_name("train", k, shards, k * shard_size, labels, pixels))
+        write_shard(str(directory / names[-1]), k * shard_size, labels, pixels)
     return [str(directory / name) for name in names]
 
 

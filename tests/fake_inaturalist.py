@@ -5,7 +5,8 @@ the taxa lookup, ``/v1/observations`` with its filters (``term_id`` requires an 
 the real server), ``per_page`` silently clamped to 200, HTTP 403 once ``page * per_page`` passes
 10,000, ``order_by=id`` with ``id_above``, photos whose ``url`` is the square size (any other size
 is served by replacing that word), and Range requests on photo and static files. Fault injection: ``faults["api"]`` is a queue of faults for the
-next API requests in order, ``faults["photo:<id>"]`` one for successive requests of that photo;
+next API requests in order, ``faults["photo:<id>"]`` one for successive requests of that photo
+(``faults["static:<path>"]`` of a static file);
 ``"ok"`` in a queue means answer normally. Every request is logged. Binds 127.0.0.1 only.
 """
 
@@ -27,7 +28,7 @@ MAX_PER_PAGE = 200
 RESULT_WINDOW = 10_000
 SIZES = {"square": (24, 24), "thumb": (32, 24), "small": (48, 36), "medium": (64, 48), "large": (96, 72),
          "original": (128, 96)}
-FAULTS = ("ok", "429", "500", "drop", "stall", "slow", "hang")
+FAULTS = ("ok", "403", "404", "429", "500", "drop", "stall", "slow", "hang", "trickle")
 # photo kind -> the file extension in its URL
 KINDS = {
     "jpeg": "jpg",
@@ -164,6 +165,7 @@ class FakeInaturalist:
         self.world = world or World()
         self.faults: dict[str, list[str]] = {}
         self.static: dict[str, bytes] = {}  # path -> bytes, e.g. archives
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302 answer
         self.log: list[dict] = []
         self.release = threading.Event()  # ends a "hang"
         self.stall_seconds = 2.5  # longer than the tests' read timeout
@@ -299,9 +301,16 @@ class _Handler(BaseHTTPRequestHandler):
                 entry = self.fake.record({**entry, "kind": "photo", "photo_id": int(photo.group(1)),
                                           "size": photo.group(2)})
                 self._photo(self.fake.world.photo(int(photo.group(1))), photo.group(2), entry)
+            elif parts.path in self.fake.redirects:
+                entry = self.fake.record({**entry, "kind": "redirect", "status": 302})
+                self.send_response(302)
+                self.send_header("Location", self.fake.redirects[parts.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif parts.path in self.fake.static:
                 entry = self.fake.record({**entry, "kind": "static"})
-                self._body(self.fake.static[parts.path], "application/octet-stream", entry, "ok")
+                fault = self.fake.fault(f"static:{parts.path}")
+                self._body(self.fake.static[parts.path], "application/octet-stream", entry, fault)
             else:
                 self._send(404, b'{"error":"Not found","status":404}', "application/json", self.fake.record(entry))
         except (BrokenPipeError, ConnectionResetError):
@@ -342,8 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "429":
             self._send(429, b'{"error":"Too Many Requests","status":429}', "application/json", entry, {"Retry-After": "1"})
             return
-        if fault == "500":
-            self._send(500, b'{"error":"Internal Server Error","status":500}', "application/json", entry)
+        if fault in ("403", "404", "500"):
+            self._send(int(fault), f'{{"error":"HTTP {fault}","status":{fault}}}'.encode(), "application/json", entry)
             return
         if fault == "stall":  # longer than the client's read timeout, then hang up without answering
             time.sleep(self.fake.stall_seconds)
@@ -376,8 +385,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.release.wait(30)
             self.close_connection = True
             return
-        self.wfile.write(chunk)
-        self.wfile.flush()
+        if fault == "trickle":  # a byte at a time, each well within the read timeout
+            for i in range(len(chunk)):
+                self.wfile.write(chunk[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        else:
+            self.wfile.write(chunk)
+            self.wfile.flush()
         entry["sent"], entry["complete"] = len(chunk), True
 
     def _send(self, status: int, body: bytes, content_type: str, entry: dict, headers: dict | None = None) -> None:

@@ -182,7 +182,7 @@ def interrupt_after_first_epoch() -> None:
     (directory / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
     (directory / "history.json").write_text(json.dumps([{"accuracy": 0.5, "loss": 1.0, "val_accuracy": 0.5, "val_loss": 1.0}]))
     inputs = (HEAD, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")  # as the stage names them
-    (directory / "fingerprint").write_text(fingerprint(params, *inputs))
+    (directory / "fingerprint").write_text(fingerprint(params, *inputs, script=REPO / "stages" / "finetune.py"))
 
 
 def free_ports(count: int) -> list[int]:

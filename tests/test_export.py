@@ -17,7 +17,14 @@ from tiny_classifier import CLASSES, SIZE, dataset, train_tiny_classifier, write
 
 from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402
-from inat_classifier.export import MIN_AGREEMENT, agreement, check_agreement, tflite_runner  # noqa: E402
+from inat_classifier.export import (  # noqa: E402
+    MIN_AGREEMENT,
+    agreement,
+    check_agreement,
+    check_output_dir,
+    export_model,
+    tflite_runner,
+)
 from inat_classifier.model import save_model  # noqa: E402
 from inat_classifier.predict import save_class_names  # noqa: E402
 
@@ -127,3 +134,28 @@ def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monk
     assert seen == {"out_dir": tmp_path / "out", "images": 2, "names": CLASSES, "size": SIZE}
     assert json.loads((tmp_path / "export.json").read_text())["images"] == 2
     assert code == 2 and "error: exported model differs from the Keras model" in err
+
+
+@pytest.mark.parametrize("foreign", ["model.keras", "notes.txt"])
+def test_export_never_replaces_a_folder_with_other_files(tmp_path, monkeypatch, capsys, foreign):
+    """--output-dir models (or data, or ~) once left only the export there."""
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "model.keras").write_bytes(b"not loaded: the folder is refused first")
+    (models / foreign).write_bytes(b"keep me")
+    assert main(["export", "--output-dir", "models"]) == 2
+    assert "--output-dir models: holds" in capsys.readouterr().err
+    assert (models / foreign).read_bytes() in (b"keep me", b"not loaded: the folder is refused first")
+    with pytest.raises(UserError, match="not only a previous export's files"):
+        export_model(None, models, np.zeros((1, 8, 8, 3)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_a_previous_export_is_replaced(tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    for name in ("classes.json", "model_int8.tflite", "saved_model"):
+        (out / name).write_text("old")
+    check_output_dir(out)  # no error: the folder holds only an export's files
+    check_output_dir(tmp_path / "new")

@@ -1,3 +1,5 @@
+import struct
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,3 +69,55 @@ def test_load_many_skips_and_reports_bad_files(image_factory, tmp_path):
     assert pixels.shape == (3, 16, 16, 3)
     assert len(problems) == 1 and "broken.jpg" in problems[0]
     np.testing.assert_array_equal(pixels[0], load_resized(good[0], 16))
+
+
+def dds_with_unknown_pixel_format(path):
+    """A DDS header Pillow's DDS plugin answers with NotImplementedError."""
+    header = struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 0x4) + b"ABCD"
+    path.write_bytes(b"DDS " + header + b"\0" * 20 + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64)
+    return path
+
+
+def test_odd_formats_are_never_decoded_and_skipped_not_fatal(tmp_path, image_factory, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    ghostscript = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: ghostscript.append(args) or 1 / 0)
+    eps = tmp_path / "eps.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    odd = [dds_with_unknown_pixel_format(tmp_path / "x.dds"), eps]
+    for path in odd:
+        with pytest.raises(ImageError, match="not a readable image"):
+            open_rgb(path)
+    good = image_factory("good.jpg")
+    pixels, kept, problems = load_many([odd[0], good, odd[1]], 16)
+    assert kept == [1] and len(problems) == 2
+    assert ghostscript == []  # EPS bytes named .jpg are not handed to Ghostscript
+
+
+def test_any_decoder_exception_is_a_skip(image_factory, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    def broken(self, *args):
+        raise AttributeError("'NoneType' object has no attribute 'read'")
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", broken)
+    path = image_factory("spider.jpg")
+    with pytest.raises(ImageError, match="spider.jpg: not a readable image \\(.*NoneType"):
+        open_rgb(path)
+    assert load_many([path], 16)[1] == []
+
+
+@pytest.mark.parametrize(
+    "pixels, expected",
+    [
+        (np.full((4, 4), 30000, np.uint16), 117),  # I;16: 30000 / 65535 of white
+        (np.full((4, 4), 0.5, np.float32), 128),  # F in 0..1
+        (np.full((4, 4), 1000, np.int32), 4),  # I above 255: a 16-bit range
+    ],
+)
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path, pixels, expected):
+    path = tmp_path / "deep.tiff"
+    Image.fromarray(pixels).save(path)
+    rgb = np.asarray(open_rgb(path))
+    assert rgb.shape == (4, 4, 3) and (rgb == expected).all(), rgb[0, 0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +25,12 @@ from PIL import Image
 
 from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from inat_classifier.errors import DataError, ParamsError
-from inat_classifier.http import HttpSettings, RateLimiter, retry_after
+from inat_classifier.http import Client, HttpSettings, RateLimiter, retry_after
 from inat_classifier.manifest import COLUMNS, read_manifest
 from inat_classifier.params import parse_params
 from inat_classifier.sources import download
-from inat_classifier.sources.inaturalist import sized_url
+from inat_classifier.sources.inat_api import Taxon as ApiTaxon
+from inat_classifier.sources.inaturalist import Candidate, PhotoCache, sized_url
 
 THRUSH, HERMIT, GENUS, SUBSPECIES, OLD_THRUSH, DUP1, DUP2 = 12011, 12015, 12010, 120111, 99001, 99002, 99003
 # Named photos of Catharus ustulatus observed in 2017, in observation-id order after the tracks.
@@ -389,3 +391,71 @@ def test_bad_inaturalist_params_give_one_line(inat, message):
 def test_taxon_ids_may_be_numbers_or_digit_strings():
     params = parse_params({"download": {"inaturalist": {"taxa": ["12011", " Catharus   guttatus "]}}})
     assert params.download.inaturalist.taxa == [12011, "Catharus guttatus"]
+
+
+def test_damaged_cache_entries_count_as_missing(fake, baseline, tmp_path):
+    """A power cut leaves zero-length or half files under complete names; a rerun fetches just those again."""
+    shutil.copytree(baseline[0] / "cache", tmp_path / "cache")
+    photos = tmp_path / "cache" / "inaturalist" / "photos" / "medium"
+    (photos / f"{GRAY}.jpg").write_bytes(b"")
+    half = photos / f"{CMYK}.jpg"
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+    (photos / f"{TRUNCATED}.bad").write_bytes(b"")
+    answer = sorted((tmp_path / "cache" / "inaturalist" / "api").iterdir())[0]
+    answer.write_text(answer.read_text()[:100])
+    since = len(fake.log)
+    run(fake, tmp_path)
+    assert {e["photo_id"] for e in fake.photo_requests(since)} == {GRAY, CMYK, TRUNCATED}
+    assert len(fake.api_requests(since)) == 1
+    assert_same_dataset(tmp_path, baseline[0])
+    assert (photos / f"{TRUNCATED}.bad").read_text().startswith("not a readable image")
+
+
+def cache_for(fake: FakeInaturalist, folder: Path, max_pixels: int = 50_000_000) -> PhotoCache:
+    return PhotoCache(folder, Client([fake.base_url], FAST), RateLimiter(6000, FAST), max_pixels)
+
+
+def candidate(fake: FakeInaturalist, photo_id: int) -> Candidate:
+    photo = fake.world.photo(photo_id).json(fake.base_url)
+    return Candidate(ApiTaxon(THRUSH, "Catharus ustulatus"), "train", 1, photo, sized_url(photo["url"], "medium"))
+
+
+def test_only_permanent_http_failures_are_remembered(fake, tmp_path):
+    for photo_id, fault, remembered in ((SPARE, "403", False), (BY_SECOND, "404", True)):
+        fake.faults[f"photo:{photo_id}"] = [fault]
+        first = cache_for(fake, tmp_path).get(candidate(fake, photo_id))
+        assert isinstance(first, str) and f"HTTP {fault}" in first
+        assert (tmp_path / f"{photo_id}.bad").exists() == remembered
+        again = cache_for(fake, tmp_path).get(candidate(fake, photo_id))
+        assert again == (first if remembered else (64, 48))  # a rerun tries a 403 again, not a 404
+
+
+def test_a_photo_over_max_pixels_is_not_marked_bad_nor_downloaded_again(fake, tmp_path):
+    refused = cache_for(fake, tmp_path, max_pixels=100).get(candidate(fake, SPARE))
+    assert "exceeds the 100-pixel cap" in refused and not (tmp_path / f"{SPARE}.bad").exists()
+    since = len(fake.log)
+    assert cache_for(fake, tmp_path).get(candidate(fake, SPARE)) == (64, 48)
+    assert [e["status"] for e in fake.photo_requests(since)] == [416]  # only asked whether more was left
+
+
+@pytest.mark.parametrize(
+    "taxa, message",
+    [
+        (["Catharus ustulatus", THRUSH], f"'Catharus ustulatus' and {THRUSH} are the same taxon, Catharus ustulatus"),
+        ([DUP1, DUP2], f"{DUP1} and {DUP2} are two taxa named Duplicata nomen"),
+    ],
+)
+def test_a_species_listed_twice_stops_before_any_photo(fake, tmp_path, taxa, message):
+    since = len(fake.log)
+    with pytest.raises(DataError, match="download.inaturalist.taxa: " + message):
+        run(fake, tmp_path, taxa=taxa)
+    assert fake.photo_requests(since) == []
+
+
+def test_a_damaged_partial_download_is_fetched_afresh_not_marked_bad(fake, tmp_path):
+    """After a power cut a .part may hold zeros; resuming after them gives an undecodable photo."""
+    (tmp_path / f"{SPARE}.part").write_bytes(b"\0" * 100)
+    since = len(fake.log)
+    assert cache_for(fake, tmp_path).get(candidate(fake, SPARE)) == (64, 48)
+    assert [e["range"] for e in fake.photo_requests(since)] == ["bytes=100-", None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{SPARE}.jpg"]

@@ -126,3 +126,18 @@ def test_warmup_needs_a_cosine_schedule_and_fewer_epochs(phase):
     with pytest.raises(ParamsError, match="fewer than epochs"):
         parse_params({phase: {"epochs": 2, "schedule": "cosine", "warmup_epochs": 2}})
     assert parse_params({phase: {"epochs": 5, "schedule": "cosine", "warmup_epochs": 2}})
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"seed": True}, "seed: Input should be a valid integer (got True)"),
+        ({"download": {"inaturalist": {"taxa": [True, "Aa bb"]}}}, "download.inaturalist.taxa.0"),
+        ({"subset": {"classes": ["Aa", "Bb", "Aa"]}}, "subset.classes: 'Aa' listed twice"),
+        ({"download": {"max_pixels": 100_000_000}}, "download.max_pixels: Input should be less than or equal to 89478485"),
+    ],
+)
+def test_bools_duplicates_and_ineffective_caps_are_refused(raw, expected):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
+import threading
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,7 @@ from inat_classifier.predict import (  # noqa: E402
     columns,
     load_class_names,
     save_class_names,
+    write_output,
 )
 
 COLUMNS_K2 = ["path", "prediction", "probability", "class_1", "probability_1", "class_2", "probability_2"]
@@ -176,19 +180,38 @@ def test_only_bad_inputs_are_never_a_crash(model_file, photos, capsys, tmp_path)
     assert "missing.png: no such file or folder" in err and "corrupt.jpg" in err
 
 
-def test_class_names_sidecar_and_fallback(tmp_path, monkeypatch):
+def test_class_names_come_from_beside_the_model_never_from_the_subset(tmp_path, monkeypatch):
+    """data/subset/classes.json may be another experiment's: it once labelled predictions silently."""
     model_path = tmp_path / "models" / "model.keras"
     assert class_names_path(model_path) == tmp_path / "models" / "model.classes.json"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "subset").mkdir(parents=True)
     (tmp_path / "data" / "subset" / "classes.json").write_text(json.dumps(["a", "b"]))
-    assert load_class_names(model_path) == ["a", "b"]
+    with pytest.raises(UserError, match="class names not found beside the model .*; pass --classes PATH"):
+        load_class_names(model_path)
     save_class_names(model_path, ["x", "y", "z"])
     assert load_class_names(model_path) == ["x", "y", "z"]
     with pytest.raises(UserError, match="not distinct"):
         save_class_names(model_path, ["x", "x"])
-    with pytest.raises(UserError, match="class names not found"):
-        load_class_names(tmp_path / "other.keras", fallback=None)
+
+
+def test_output_to_a_pipe_or_device_is_written_to_not_replaced(tmp_path):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_output("path,prediction\n", fifo)
+    reader.join(timeout=10)
+    assert received == ["path,prediction\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    with pytest.raises(UserError, match="is a folder"):
+        write_output("x", tmp_path)
+
+
+def test_max_pixels_above_pillows_limit_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "x.jpg", "--max-pixels", "100000000"])
+    assert "above Pillow's own limit of 89478485" in capsys.readouterr().err
 
 
 def test_command_errors_are_one_line_and_exit_2(model_file, photos, capsys, tmp_path):

@@ -1,6 +1,7 @@
 """data.format: tfrecord: shards written by subset, streamed in the same order as the in-memory path."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from conftest import REPO, write_image
 from inat_classifier.dataset import Order, Split, batches, load_split
 from inat_classifier.errors import DataError
 from inat_classifier.evaluation import split_metrics
+from inat_classifier.images import load_many
 from inat_classifier.params import parse_params
 from inat_classifier.records import write_index, write_shard, write_split
 from inat_classifier.training import compile_model, fit, make_deterministic
@@ -136,7 +138,7 @@ def test_a_filesystem_tensorflow_lacks_is_a_clear_error(tmp_path):
 def test_write_split_decodes_a_shard_at_a_time_and_names_shards_by_count(tmp_path):
     paths = [str(write_image(tmp_path / f"{i}.png", size=(20 + i, 24), seed=i)) for i in range(5)]
     names = write_split(str(tmp_path / "out"), "val", paths, [0, 1, 0, 1, 1], 16, 2, 10**6)
-    assert names == [f"val-0000{k}-of-00003.tfrecord" for k in range(3)]
+    assert [re.sub(r"-[0-9a-f]{16}\.", ".", name) for name in names] == [f"val-0000{k}-of-00003.tfrecord" for k in range(3)]
     records = list(tf.data.TFRecordDataset([str(tmp_path / "out" / name) for name in names]))
     assert len(records) == 5
     assert not list((tmp_path / "out").glob("*.tmp"))
@@ -160,3 +162,27 @@ def test_the_subset_stage_writes_shards_and_an_index_with_tfrecord(tmp_path):
         assert index["splits"][split]["count"] == count
         files = [tmp_path / "data/subset/tfrecord" / name for name in index["splits"][split]["files"]]
         assert len(files) == -(-count // 3) and all(f.is_file() for f in files)
+
+
+def test_experiments_sharing_a_tfrecord_dir_keep_their_own_shards(tmp_path):
+    """Two subsets written to one external tfrecord_dir once overwrote each other's shards silently."""
+    shared, params = str(tmp_path / "shared"), PARAMS.model_copy(update={"data": PARAMS.data.model_copy(
+        update={"format": "tfrecord"})})
+    expected = {}
+    for name in ("a", "b"):
+        paths = [str(write_image(tmp_path / name / f"{i}.png", size=(32, 32), seed=ord(name) * 10 + i)) for i in range(5)]
+        labels = [i % 3 for i in range(5)]
+        files = write_split(shared, "train", paths, labels, 32, 4, 10**6)
+        subset = tmp_path / f"subset_{name}"
+        subset.mkdir()
+        write_index(subset, {"train": files}, shared, {"train": 5}, 32, 4)
+        pd.DataFrame({"path": paths, "label": labels, "class_name": "x"}).to_csv(subset / "train.csv", index=False)
+        expected[name] = load_many(paths, 32, desc=None)[0]
+    for name in ("a", "b"):
+        streamed = batches(load_split("train", params, tmp_path / f"subset_{name}"), params, shuffle=False, augment=False)
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in collect(streamed, 0)]), expected[name])
+    shard = sorted((tmp_path / "shared").iterdir())[0]
+    shard.write_bytes(shard.read_bytes()[:-10])  # cut short: caught before training, not mid-epoch
+    with pytest.raises(DataError, match=f"{shard.name}: .* bytes, the index says"):
+        for name in ("a", "b"):
+            load_split("train", params, tmp_path / f"subset_{name}")

@@ -14,6 +14,7 @@ from inat_classifier.dataset import Split, batches, images_only  # noqa: E402
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
 from inat_classifier.model import build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
 from inat_classifier.params import Train, parse_params  # noqa: E402
+from inat_classifier import training  # noqa: E402
 from inat_classifier.training import class_weights, compile_model, fit, make_deterministic, resolve_device  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -167,3 +168,64 @@ def test_a_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step_and_con
     assert all(a >= b for a, b in zip(rates[5:], rates[6:])) and rates[20] == pytest.approx(0.0, abs=1e-9)
     plain = learning_rate(Finetune(epochs=2, learning_rate=0.01, schedule="cosine"), 5)
     assert float(plain(0)) == pytest.approx(0.01) and float(plain(5)) == pytest.approx(0.005)
+
+
+def test_the_fingerprint_covers_code_versions_and_device_settings(tmp_path, monkeypatch):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "module.py").write_text("STEP = 1\n")
+    monkeypatch.setattr(training, "CODE_DIR", code)
+    params = parse_params({})
+    before = training.fingerprint(params)
+    assert training.fingerprint(params) == before
+    (code / "module.py").write_text("STEP = 2\n")  # a fix to the code
+    changed = {"code": training.fingerprint(params)}
+    (code / "module.py").write_text("STEP = 1\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(keras, "__version__", "0.0.1")
+        changed["keras"] = training.fingerprint(params)
+    with monkeypatch.context() as patch:  # auto precision and XLA resolve differently on a GPU
+        patch.setattr(training.tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+        changed["device"] = training.fingerprint(params)
+    assert training.fingerprint(params) == before
+    assert all(value != before for value in changed.values()), changed
+    assert len(set(changed.values())) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated metadata", "broken weights", "weights without metadata history"])
+def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_path, monkeypatch, capsys, damage):
+    """A kill or a full disk mid-write once made every rerun fail until checkpoints/ was deleted by hand."""
+    monkeypatch.chdir(tmp_path)
+    params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
+    split = structured_split(n=8)
+    model = recalibrated_classifier(params, split)
+    features = base_features(model, split, params, 1)
+    data = feature_batches(features, split.labels, params, False)
+
+    def train(stage: str) -> keras.Model:
+        make_deterministic(params.seed)
+        head = head_model(model)
+        head.set_weights([np.zeros_like(w) + 0.01 for w in head.get_weights()])
+        compile_model(head, 1e-3)
+        assert len(fit(head, data, data, 2, stage, "these settings").history["loss"]) == 2
+        return head
+
+    checkpoint = tmp_path / "checkpoints" / "head"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "fingerprint").write_text("these settings")
+    if damage == "broken weights":
+        (checkpoint / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    else:  # real weights of another state, loaded before the metadata fails
+        other = head_model(model)
+        other.set_weights([np.full_like(w, 0.5) for w in other.get_weights()])
+        compile_model(other, 1e-3)
+        other.optimizer.build(other.trainable_variables)
+        other.save_weights(checkpoint / "latest.weights.h5")
+        metadata = '{"epoch": 1, "ba' if damage == "truncated metadata" else '{"epoch": 1, "batch": 0}'
+        (checkpoint / "training_metadata.json").write_text(metadata)
+    resumed = train("head")
+    assert "checkpoint unreadable" in capsys.readouterr().out
+    assert not checkpoint.exists()
+    fresh = train("fresh")
+    for ours, theirs in zip(resumed.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)

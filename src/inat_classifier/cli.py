@@ -40,6 +40,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _pixel_cap(text: str) -> int:
+    from .params import PILLOW_MAX_PIXELS
+
+    value = _positive(text)
+    if value > PILLOW_MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"{value} is above Pillow's own limit of {PILLOW_MAX_PIXELS}, which would apply")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inat-classifier",
@@ -63,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes",
         type=Path,
         metavar="JSON",
-        help="JSON list of class names in label order (default: <model stem>.classes.json beside the model, "
-        "else data/subset/classes.json)",
+        help="JSON list of class names in label order (default: <model stem>.classes.json beside the model; "
+        "without it, this is required)",
     )
     add("-k", "--top-k", type=_positive, default=3, metavar="K", help="classes per image (default: %(default)s)")
     add(
@@ -75,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer 'unknown' when the top probability is below this (default: %(default)s, never)",
     )
     add("--format", choices=("table", "csv", "json"), help="default: from --output's extension, else table")
-    add("-o", "--output", metavar="FILE", help="write here instead of stdout (written atomically)")
+    add("-o", "--output", metavar="FILE",
+        help="write here instead of stdout (a regular file is replaced atomically; /dev/stdout or a pipe is written to)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
-    add("--max-pixels", type=_positive, metavar="N", help="skip images larger than this (default: 50000000)")
+    add("--max-pixels", type=_pixel_cap, metavar="N", help="skip images larger than this (default: 50000000)")
     add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
     predict.set_defaults(handler=run_predict)
 
@@ -96,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_EXPORT_DIR,
         metavar="DIR",
-        help="folder for the exported models, replaced as a whole (default: %(default)s)",
+        help="folder for the exported models, replaced as a whole; refused if it holds other files "
+        "(default: %(default)s)",
     )
     add(
         "--metrics",
@@ -189,10 +200,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     _require_model(args.model)
     from .atomic import write_json
-    from .export import check_agreement, export_model, summary
+    from .export import check_agreement, check_output_dir, export_model, summary
     from .model import load_model
     from .predict import collect_images, input_size, report_problems
 
+    check_output_dir(args.output_dir)  # before any work: the folder is replaced as a whole
     names = _class_names(args)
     model = load_model(args.model)
     size = input_size(model)

@@ -7,7 +7,8 @@ TFLite models with float16 and dynamic-range int8 weights. All take float32 imag
 probabilities; ``<out>/classes.json`` names the classes in output order.
 
 Each artefact is run on the same images as the Keras model; ``top1_agreement`` is the fraction of
-images whose most probable class is the same as the Keras model's.
+images whose most probable class is the same as the Keras model's. ``<out>`` is replaced as a whole,
+so it must be new, empty or hold nothing but a previous export's files (never ``models/`` or ``~``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ MIN_AGREEMENT = 0.99
 # Formats that must agree with the Keras model on at least MIN_AGREEMENT of the images. Dynamic-range
 # int8 changes the weights enough that it is measured and reported, not required.
 REQUIRED = (SAVED_MODEL, "tflite_float16")
+EXPORT_NAMES = frozenset({SAVED_MODEL, *TFLITE_FILES.values(), CLASSES_JSON})
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """Refuse to replace a folder that holds anything but a previous export's files."""
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise UserError(f"--output-dir {out_dir}: is a link or a file, not a folder; choose a new or empty folder")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_NAMES) if out_dir.exists() else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(
+            f"--output-dir {out_dir}: holds {shown}, not only a previous export's files; the export replaces "
+            "the whole folder, so choose a new or empty one"
+        )
 
 
 def export_model(
@@ -43,6 +59,7 @@ def export_model(
     """Write the SavedModel and both TFLite models to ``out_dir`` (replaced as a whole), run each on
     ``pixels`` and return sizes and top-1 agreement with the Keras model (``metrics/export.json``).
     """
+    check_output_dir(out_dir)
     pixels = np.asarray(pixels, dtype=np.float32)
     if len(pixels) == 0:
         raise UserError("no images to check the exported models with")

@@ -1,8 +1,9 @@
 """Decoding photos safely: one place that turns any accepted file into RGB pixels.
 
 Every source and every consumer (subset, training, predict) goes through :func:`open_rgb`, so EXIF
-orientation, palette/alpha/CMYK/grayscale conversion and the decompression-bomb cap are applied
-the same way everywhere.
+orientation, palette/alpha/CMYK/grayscale/16-bit conversion and the decompression-bomb cap are
+applied the same way everywhere. Only photo formats are tried (Pillow's other plugins are odd
+decoders, and EPS runs Ghostscript), and any decoder's exception makes the file skipped, not fatal.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tqdm import tqdm
 from .errors import DataError
 
 DEFAULT_MAX_PIXELS = 50_000_000
+# The formats photos come in; no other Pillow plugin is ever tried. JPEG's opener also reads MPO.
+PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _BACKGROUND = (255, 255, 255)
 T = TypeVar("T")
 A = TypeVar("A")
@@ -32,6 +36,10 @@ class ImageError(DataError):
     """This file is not an image we accept (corrupt, truncated, too large, not an image)."""
 
 
+class TooLarge(ImageError):
+    """A readable image over the pixel cap: a matter of settings, not of the file."""
+
+
 def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """Decode ``path`` fully into an upright RGB image, or raise :class:`ImageError` saying why.
 
@@ -41,10 +49,10 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=PHOTO_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageError(f"{path}: {width}x{height} exceeds the {max_pixels}-pixel cap")
+                    raise TooLarge(f"{path}: {width}x{height} exceeds the {max_pixels}-pixel cap")
                 if draft and image.format == "JPEG":
                     image.draft("RGB", (draft, draft))
                 image.load()
@@ -54,7 +62,9 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int 
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own cap, in open
+        raise TooLarge(f"{path}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises, this file is skipped, not the run
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"{path}: not a readable image ({reason})") from None
 
@@ -62,6 +72,8 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
+    if image.mode in HIGH_DEPTH_MODES:
+        image = _to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -69,6 +81,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float pixels scaled to 0..255: Pillow's own conversion clips them, mostly to white."""
+    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    else:  # 32-bit integers or floats: the smallest usual range that holds them
+        peak = float(pixels.max(initial=0.0))
+        ranges = (1.0, 255.0, 65535.0) if image.mode == "F" else (255.0, 65535.0)
+        top = next((limit for limit in ranges if peak <= limit), peak)
+    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8))
 
 
 def load_resized(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
 
@@ -62,7 +62,7 @@ class PerSplit(Section):
 class InaturalistSource(Section):
     """Observations' photos from the iNaturalist v1 API, one year for train and one for test."""
 
-    taxa: list[str | int] = Field(default_factory=lambda: list(DEFAULT_TAXA), min_length=2)
+    taxa: list[StrictStr | StrictInt] = Field(default_factory=lambda: list(DEFAULT_TAXA), min_length=2)  # no true
     train_year: int = Field(2017, ge=1800, le=2100)
     test_year: int = Field(2018, ge=1800, le=2100)
     max_per_class: PerSplit = PerSplit()
@@ -101,6 +101,8 @@ class InaturalistSource(Section):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"'{value}' is not an http(s) URL like {INATURALIST_API}")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"'{value}': plain http is only for a local test server; use https")
         return value.rstrip("/")
 
     @field_validator("photo_hosts")
@@ -148,9 +150,15 @@ class FolderSource(Section):
 
 
 
+# Pillow's own decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS): a larger cap would have no effect.
+PILLOW_MAX_PIXELS = 89_478_485
+
+
 class Download(Section):
     source: Literal["sample", "inaturalist", "archive", "folder"] = "sample"
-    max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb cap per image")
+    max_pixels: int = Field(
+        50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="decompression-bomb cap per image, at most Pillow's own"
+    )
     sample: SampleSource = SampleSource()
     inaturalist: InaturalistSource = InaturalistSource()
     archive: ArchiveSource = ArchiveSource()
@@ -173,6 +181,14 @@ class Subset(Section):
     max_per_class: int | None = Field(None, ge=1, description="cap per class and split; null = none")
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     drop_duplicates: bool = Field(True, description="drop val/test photos that copy an earlier split's photo")
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(map(repr, twice))} listed twice")
+        return value
 
 
 # tf.io.gfile's filesystems besides local paths: ram:// is TensorFlow's in-process one (tests).
@@ -332,7 +348,7 @@ class Evaluate(Section):
 
 
 class Params(Section):
-    seed: int = Field(42, ge=0, lt=2**31)
+    seed: StrictInt = Field(42, ge=0, lt=2**31)  # YAML's true is not 1
     download: Download = Download()
     subset: Subset = Subset()
     data: Data = Data()

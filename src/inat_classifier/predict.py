@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import sys
 import weakref
 from collections.abc import Iterable, Sequence
@@ -27,7 +29,6 @@ from tqdm import tqdm
 from .atomic import write_text
 from .errors import UserError
 from .images import DEFAULT_MAX_PIXELS, load_many
-from .subset import CLASSES_FILE, SUBSET_DIR
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 UNKNOWN = "unknown"
@@ -52,16 +53,13 @@ def save_class_names(model_path: str | Path, names: Sequence[str]) -> Path:
     return target
 
 
-def load_class_names(
-    model_path: str | Path, fallback: str | Path | None = SUBSET_DIR / CLASSES_FILE
-) -> list[str]:
-    """The names beside the model, else ``fallback`` (the subset stage's ``classes.json``)."""
-    candidates = [class_names_path(model_path)] + ([Path(fallback)] if fallback is not None else [])
-    for path in candidates:
-        if path.is_file():
-            return read_class_names(path)
-    tried = " or ".join(str(path) for path in candidates)
-    raise UserError(f"class names not found ({tried}); pass --classes PATH (a JSON list in label order)")
+def load_class_names(model_path: str | Path) -> list[str]:
+    """The names beside the model. Never guessed from elsewhere (``data/subset/classes.json`` may belong
+    to another experiment than this model): without them, the caller must name the file."""
+    path = class_names_path(model_path)
+    if not path.is_file():
+        raise UserError(f"class names not found beside the model ({path}); pass --classes PATH (a JSON list in label order)")
+    return read_class_names(path)
 
 
 def read_class_names(path: str | Path) -> list[str]:
@@ -257,10 +255,21 @@ def format_for(output: str | Path | None, fmt: str | None) -> str:
 
 
 def write_output(text: str, output: str | Path | None, stream: TextIO | None = None) -> None:
+    """To ``stream`` (stdout), to a special file such as ``/dev/stdout`` or a FIFO as it is, else atomically."""
     if output is None or str(output) == "-":
         (stream or sys.stdout).write(text)
-    else:
+        return
+    try:
+        mode = os.stat(output).st_mode
+    except FileNotFoundError:
+        mode = stat.S_IFREG
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{output}: is a folder; -o takes a file")
+    if stat.S_ISREG(mode):
         write_text(output, text)
+    else:  # replacing it would put a regular file where a device or a pipe was
+        with open(output, "w") as handle:
+            handle.write(text)
 
 
 def report_problems(problems: Sequence[str], stream: TextIO | None = None) -> None:

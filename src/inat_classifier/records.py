@@ -6,10 +6,13 @@ decodes a photo again. Every path goes through ``tf.io.gfile``: the shards may l
 (by default inside ``data/subset``, tracked by DVC) or on any filesystem TensorFlow reads (``gs://``;
 ``s3://`` with tensorflow-io). An index beside the split CSVs lists them, so DVC sees each rewrite.
 Each shard is written to a temporary name and renamed, so a killed run never leaves half a shard.
+A shard's name ends with a digest of its content, so experiments sharing one ``tfrecord_dir`` never
+overwrite each other's shards; the index lists each shard's size, checked before training.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -45,9 +48,11 @@ def check_location(directory: str) -> None:
                         f"{', '.join(s + '://' for s in tf.io.gfile.get_registered_schemes() if s)}); s3:// needs tensorflow-io")
 
 
-def shard_names(split: str, count: int, shard_size: int) -> list[str]:
-    shards = max(1, math.ceil(count / shard_size))
-    return [f"{split}-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
+def shard_name(split: str, k: int, shards: int, first_index: int, labels: Sequence[int], pixels: np.ndarray) -> str:
+    """``<split>-<k>-of-<n>-<digest>.tfrecord``: the digest covers everything the shard's records hold."""
+    digest = hashlib.sha256(np.asarray([first_index, *labels], dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+    return f"{split}-{k:05d}-of-{shards:05d}-{digest.hexdigest()[:16]}.tfrecord"
 
 
 def _example(index: int, label: int, pixels: np.ndarray) -> bytes:
@@ -75,21 +80,25 @@ def write_split(
 ) -> list[str]:
     """Decode ``paths`` a shard at a time (memory holds one shard) and write them; return the shard paths."""
     check_location(directory)
-    names = shard_names(split, len(paths), shard_size)
-    for k, name in enumerate(tqdm(names, desc=f"writing {split} shards", unit="shard", mininterval=1.0)):
+    shards, names = max(1, math.ceil(len(paths) / shard_size)), []
+    for k in tqdm(range(shards), desc=f"writing {split} shards", unit="shard", mininterval=1.0):
         rows = slice(k * shard_size, (k + 1) * shard_size)
         pixels, kept, problems = load_many(list(paths[rows]), image_size, max_pixels, desc=None)
         if problems:  # subset decoded every photo moments ago: a file changed under us
             raise DataError(f"{problems[0]} (it decoded earlier in this stage; rerun dvc repro subset)")
-        write_shard(f"{directory}/{name}", k * shard_size, list(labels[rows]), pixels)
+        names.append(shard_name(split, k, shards, k * shard_size, list(labels[rows]), pixels))
+        write_shard(f"{directory}/{names[-1]}", k * shard_size, list(labels[rows]), pixels)
     return names
 
 
 def write_index(subset_dir: Path, shards: dict[str, list[str]], directory: str, counts: dict[str, int],
                 image_size: int, shard_size: int) -> None:
     """The list DVC tracks; ``directory`` relative to the subset folder when it lies inside it."""
+    location = _location(subset_dir, directory)
+    sizes = {split: [tf.io.gfile.stat(f"{location}/{name}").length for name in files] for split, files in shards.items()}
     index = {"directory": directory, "image_size": image_size, "shard_size": shard_size,
-             "splits": {split: {"count": counts[split], "files": files} for split, files in shards.items()}}
+             "splits": {split: {"count": counts[split], "files": files, "bytes": sizes[split]}
+                        for split, files in shards.items()}}
     (Path(subset_dir) / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 
@@ -106,15 +115,24 @@ def open_split(subset_dir: Path, split: str, count: int, image_size: int, shard_
         if index[key] != wanted:
             raise DataError(f"{path}: shards have {key} {index[key]}, params say data.{key} {wanted}; "
                             "rerun the subset stage (dvc repro subset)")
-    directory = index["directory"]
-    if "://" not in directory and not Path(directory).is_absolute():
-        directory = str(Path(subset_dir) / directory)
+    directory = _location(subset_dir, index["directory"])
     check_location(directory)
     files = [f"{directory}/{name}" for name in entry["files"]]
     missing = [name for name in files if not tf.io.gfile.exists(name)]
     if missing:
         raise DataError(f"{missing[0]}: shard missing; rerun the subset stage (dvc repro subset)")
+    for name, size in zip(files, entry.get("bytes") or []):
+        if tf.io.gfile.stat(name).length != size:
+            raise DataError(f"{name}: {tf.io.gfile.stat(name).length} bytes, the index says {size}; "
+                            "rerun the subset stage (dvc repro subset)")
     return Records(files, count, shard_size, image_size)
+
+
+def _location(subset_dir: Path, directory: str) -> str:
+    """Where the shards are: ``directory``, relative to the subset folder unless a URL or absolute."""
+    if "://" not in directory and not Path(directory).is_absolute():
+        return str(Path(subset_dir) / directory)
+    return directory
 
 
 def parse(records: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -4,8 +4,9 @@ A training stage killed mid-epoch (``kill -9``, a lost machine) resumes from its
 epoch when rerun: Keras' BackupAndRestore keeps weights and optimizer state outside DVC's outputs
 (DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
 curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
-resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings or inputs
-is discarded, never resumed. On several workers the chief alone writes the logs and the checkpoint
+resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings, inputs,
+code, TensorFlow/Keras versions or device settings is discarded, never resumed, and so is one that
+cannot be read (a kill or a full disk mid-write): the run starts afresh. On several workers the chief alone writes the logs and the checkpoint
 (``distribute.py``).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from .params import Params, Phase, Train
 
 LIVE_DIR = Path("dvclive")
 CHECKPOINT_DIR = Path("checkpoints")  # not a DVC output: it must survive DVC cleaning a stage's outputs
+CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
 
 
 def make_deterministic(seed: int) -> None:
@@ -98,11 +101,19 @@ def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, 
     return {label: round(float(weight), 6) for label, weight in enumerate(weights)}
 
 
-def fingerprint(params: Params, *inputs: str | Path) -> str:
-    """What a checkpoint must match to be resumed: every param and the bytes of the inputs."""
+def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None = None) -> str:
+    """What a checkpoint must match to be resumed: every param, the bytes of the inputs and of the code
+    (this package and the stage ``script``, by default the one running), the TensorFlow and Keras
+    versions and the resolved device settings."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
-    for path in inputs:
-        digest.update(str(path).encode() + b"\0" + Path(path).read_bytes())
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0)]).encode())
+    code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
+    stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
+    if stage:
+        code.append((Path(stage).name, Path(stage)))
+    for name, path in [*code, *((str(path), Path(path)) for path in inputs)]:
+        digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -131,16 +142,37 @@ class Resume(keras.callbacks.BackupAndRestore):
 
     def _restore(self, logs: dict | None) -> None:
         stamp_file, history_file = self.directory / "fingerprint", self.directory / "history.json"
-        if self.directory.exists() and (not stamp_file.is_file() or stamp_file.read_text() != self.stamp):
-            print(f"{self.directory}: checkpoint of other settings or inputs, starting afresh")
+        if self.directory.exists() and not _reads(stamp_file, self.stamp):
+            print(f"{self.directory}: checkpoint of other settings, inputs, code or versions, starting afresh")
             shutil.rmtree(self.directory)
-        super().on_train_begin(logs)
+        if self.directory.exists():
+            self._resume(history_file)
         start = self.model._initial_epoch or 0
         if start:
             print(f"{self.directory}: resuming after epoch {start}")
-            self.history = json.loads(history_file.read_text())[:start]
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp_file.write_text(self.stamp)
+
+    def _resume(self, history_file: Path) -> None:
+        """Restore the checkpoint, or discard it whole (weights included) if any part cannot be read."""
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built and Path(self._weights_path).exists():
+            optimizer.build(self.model.trainable_variables)  # as BackupAndRestore does before loading
+        state = [*self.model.weights, *(optimizer.variables if optimizer is not None and optimizer.built else [])]
+        before = [variable.numpy() for variable in state]
+        try:
+            super().on_train_begin()
+            start = self.model._initial_epoch or 0
+            self.history = json.loads(history_file.read_text())[:start] if start else []
+            if len(self.history) != start:
+                raise ValueError(f"history.json has {len(self.history)} epochs, the weights {start}")
+        except Exception as exc:  # noqa: BLE001 - truncated JSON, a broken HDF5 file, a missing file...
+            print(f"{self.directory}: checkpoint unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}), "
+                  "starting afresh")
+            for variable, value in zip(state, before):
+                variable.assign(value)
+            self.model._initial_epoch, self.history = 0, []
+            shutil.rmtree(self.directory)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.writes:
@@ -153,6 +185,13 @@ class Resume(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.writes:
             super().on_train_end(logs)
+
+
+def _reads(path: Path, expected: str) -> bool:
+    try:
+        return path.read_text() == expected
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 class LiveLogger(keras.callbacks.Callback):

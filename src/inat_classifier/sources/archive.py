@@ -2,10 +2,9 @@
 
 The archive is fetched into the download cache (resumable, see ``http.py``) or read in place from a
 local path; either way its sha256 must match ``download.archive.sha256`` before anything is opened.
-Before extracting, every member is checked and one bad member refuses the whole archive: no absolute
-paths, no ``..``, no link pointing outside the target, no device or FIFO, and caps on the member count
-and unpacked size against archive bombs. Extraction lands in the cache, keyed by the digest, so a
-rerun (DVC deletes ``data/raw`` first) does not unpack again. Then every image is decoded once and
+``unpack.py`` extracts it by itself, without tarfile's filters: one bad member (an absolute path,
+``..``, any link, a device or FIFO) or a cap exceeded refuses the whole archive. Extraction lands in
+the cache, keyed by the digest, so a rerun (DVC deletes ``data/raw`` first) does not unpack again. Then every image is decoded once and
 stored as RGB JPEG under ``data/raw/<split>/<class>/``.
 
 Layouts: ``folders`` (``train/<class>/*``, ``test/<class>/*``) or ``inat_json``, the iNat competition
@@ -14,31 +13,29 @@ format (COCO-style JSON beside the image tree; see ``docs/data-sources.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
-import stat
-import tarfile
-import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import ijson
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, replace
 from ..errors import DataError
-from ..http import Client, HttpSettings, host_of
+from ..http import Client, HttpSettings
 from ..manifest import sha256_of
 from ..params import ArchiveSource
 from . import folder, inat_json
+from .paths import MAX_NAME_BYTES, class_folders, inside, safe_component
 from .store import store_many
+from .unpack import extract, relative_parts
 
 CACHE_NAME = "archive"
-MAX_MEMBERS = 5_000_000  # the largest iNat competition archive has about 2.7 million
-MAX_BYTES = 1 << 40  # 1 TiB unpacked
+ARCHIVE_DEADLINE = 24 * 3600.0  # seconds; a rerun resumes from the .part file
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -61,9 +58,7 @@ def collect(
     archive = obtain(config, store, http)
     tree = store / f"{config.sha256}.d"
     if not tree.is_dir():
-        for stale in store.glob(f".{tree.name}.*.tmp"):  # left by a killed extraction
-            shutil.rmtree(stale, ignore_errors=True)
-        with atomic_dir(tree) as tmp:
+        with atomic_dir(tree) as tmp:  # removes what a killed extraction left
             extract(archive, tmp)
     if config.layout == "folders":
         root = _content_root(tree, ("train", "test"))
@@ -81,14 +76,16 @@ def obtain(config: ArchiveSource, store: Path, http: HttpSettings) -> Path:
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         cached = store / expected
-        if cached.is_file():  # named by its digest when it was stored
-            return cached
+        if cached.is_file():  # named by its digest when it was stored; checked again all the same
+            if sha256_of(cached) == expected:
+                return cached
+            cached.unlink()  # damaged since (a power cut, a disk error): fetched again
         part = store / f"{expected}.part"
-        with Client([host_of(url)], http) as client:
+        with Client([url], dataclasses.replace(http, deadline=ARCHIVE_DEADLINE)) as client:  # its origin only
             client.fetch(url, part)
         actual = sha256_of(part)
         # Kept under its real digest: fixing a wrong sha256 param then needs no second download.
-        os.replace(part, store / actual)
+        replace(part, store / actual)
         path = store / actual
     else:
         path = Path(url2pathname(parts.path)) if parts.scheme == "file" else Path(url)
@@ -101,91 +98,6 @@ def obtain(config: ArchiveSource, store: Path, http: HttpSettings) -> Path:
             "(the file changed or the digest is wrong); nothing was extracted"
         )
     return path
-
-
-def extract(archive: Path, target: Path, max_members: int = MAX_MEMBERS, max_bytes: int = MAX_BYTES) -> None:
-    """Unpack ``archive`` into ``target`` after checking every member; refuse it whole otherwise."""
-    try:
-        if tarfile.is_tarfile(archive):
-            with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
-                _check_members(archive, [_tar_entry(m) for m in members], max_members, max_bytes)
-                tar.extractall(target, members=members, filter="data")  # a second line of defence
-        elif zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                infos = zf.infolist()
-                entries = [_zip_entry(zf, info) for info in infos]
-                _check_members(archive, entries, max_members, max_bytes)
-                for info, (_, kind, _, _) in zip(infos, entries):
-                    if kind != "link":  # zipfile cannot create links; an inside link is simply left out
-                        zf.extract(info, target)
-        else:
-            raise DataError(f"{archive}: not a tar (.tar, .tar.gz, .tar.bz2, .tar.xz) or zip archive")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
-        raise DataError(f"{archive}: cannot be unpacked ({' '.join(str(exc).split())})") from None
-
-
-# (name, kind, size, link target) with kind one of file, dir, link, hardlink, device, other
-Entry = tuple[str, str, int, str]
-
-
-def _tar_entry(member: tarfile.TarInfo) -> Entry:
-    if member.isdev():  # character or block device, or FIFO
-        kind = "device"
-    elif member.issym():
-        kind = "link"
-    elif member.islnk():
-        kind = "hardlink"
-    elif member.isfile():
-        kind = "file"
-    elif member.isdir():
-        kind = "dir"
-    else:
-        kind = "other"
-    return member.name, kind, member.size, member.linkname
-
-
-def _zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Entry:
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return info.filename, "link", 0, zf.read(info).decode("utf-8", "replace")
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        return info.filename, "device", 0, ""
-    return info.filename, "dir" if info.is_dir() else "file", info.file_size, ""
-
-
-def _stays_inside(path: str) -> bool:
-    """True if ``path`` is relative and, read lexically, never climbs above its starting folder."""
-    if not path or "\x00" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
-        return False
-    depth = 0
-    for part in path.replace("\\", "/").split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif part not in ("", "."):
-            depth += 1
-    return True
-
-
-def _check_members(archive: Path, entries: list[Entry], max_members: int, max_bytes: int) -> None:
-    if len(entries) > max_members:
-        raise DataError(f"{archive}: refused, {len(entries)} members exceed the cap of {max_members}")
-    total = 0
-    for name, kind, size, link in entries:
-        refuse = f"{archive}: refused, member '{name}'"
-        if not _stays_inside(name) or ".." in name.replace("\\", "/").split("/"):
-            raise DataError(f"{refuse} has an absolute path or '..'")
-        if kind in ("device", "other"):
-            raise DataError(f"{refuse} is a device, FIFO or other special file")
-        if kind == "link" and not _stays_inside(str(PurePosixPath(name).parent / link)):
-            raise DataError(f"{refuse} is a symlink pointing outside the archive (-> {link})")
-        if kind == "hardlink" and not _stays_inside(link):
-            raise DataError(f"{refuse} is a hard link pointing outside the archive (-> {link})")
-        total += size
-        if total > max_bytes:
-            raise DataError(f"{archive}: refused, members unpack to more than the cap of {max_bytes} bytes")
 
 
 def _content_root(tree: Path, markers: tuple[str, ...]) -> Path:
@@ -216,7 +128,7 @@ def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list
                 if category is None:
                     continue
                 file_name = str(image["file_name"])
-                if not _stays_inside(file_name):
+                if relative_parts(file_name) is None:
                     skipped.append(f"{name}: image {image['id']}: file_name '{file_name}' points outside the archive")
                     continue
                 holder = image.get("rights_holder") or ""
@@ -244,7 +156,7 @@ def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list
 
 def _json_path(root: Path, key: str, name: str) -> Path:
     path = root / name
-    if not _stays_inside(name) or not path.is_file():
+    if relative_parts(name) is None or not path.is_file():
         found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))[:10]
         raise DataError(f"download.archive.{key}: '{name}' is not in the archive (JSON files there: {found})")
     return path
@@ -260,8 +172,9 @@ def _load_json(root: Path, key: str, name: str) -> object:
 
 
 def _class_name(category: dict) -> str:
-    name = " ".join(str(category.get("name", "")).replace("/", " ").split())
-    return name if name.strip(".") else f"category {category['id']}"
+    """The real name, white space folded; its folder is made safe separately (``paths.class_folders``)."""
+    name = " ".join(str(category.get("name", "")).split())
+    return name or f"category {category['id']}"
 
 
 def _license_code(license: dict | None) -> str:
@@ -279,10 +192,12 @@ def _license_code(license: dict | None) -> str:
 def _store(items: list[Item], out_dir: Path, max_pixels: int) -> tuple[list[dict], list[str]]:
     """Decode and store each item as ``<split>/<class>/<name>.jpg``; unreadable ones are reported."""
     taken: dict[Path, set[str]] = defaultdict(set)
+    folders = class_folders(item.cls for item in items)
     pairs = []
     for item in items:
-        folder_rel = Path(item.split) / item.cls
-        pairs.append((item.path, out_dir / folder_rel / _jpeg_name(item.path.name, taken[folder_rel])))
+        folder_rel = Path(item.split) / folders[item.cls]
+        target = out_dir / folder_rel / _jpeg_name(item.path.name, taken[folder_rel])
+        pairs.append((item.path, inside(out_dir, target)))
     rows, skipped = [], []
     for item, (_, target), result in zip(items, pairs, store_many(pairs, max_pixels, "storing images")):
         if isinstance(result, str):
@@ -307,6 +222,7 @@ def _store(items: list[Item], out_dir: Path, max_pixels: int) -> tuple[list[dict
 
 def _jpeg_name(name: str, taken: set[str]) -> str:
     """The original name for JPEGs (stored as JPEG again), ``x.png.jpg`` for others; unique per folder."""
+    name = safe_component(name, MAX_NAME_BYTES - 16)  # room for a counter and .jpg
     stem, suffix = os.path.splitext(name)
     candidate = name if suffix.lower() in IMAGE_SUFFIXES else f"{name}.jpg"
     counter = 1

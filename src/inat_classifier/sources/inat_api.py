@@ -50,10 +50,14 @@ class Api:
         url = f"{self.base_url}{endpoint}"
         request = json.dumps([url, sorted((k, str(v)) for k, v in params.items())])
         cached = self.cache_dir / f"{hashlib.sha256(request.encode()).hexdigest()[:32]}.json"
-        if cached.is_file():
-            return json.loads(cached.read_text())
+        try:
+            data = json.loads(cached.read_text())
+            if _is_answer(data):
+                return data
+        except (OSError, ValueError):  # not asked yet, or cut short by a crash or a power cut: ask again
+            pass
         data = self.client.get_json(url, params, self.limiter)
-        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        if not _is_answer(data):
             raise DataError(f"{url}: the answer has no 'results' list; is {self.base_url} the iNaturalist v1 API?")
         write_json(cached, data)
         return data
@@ -79,7 +83,15 @@ class Api:
                     )
             else:
                 found = self._by_name(entry)
-            resolved.append(Taxon(int(found["id"]), str(found["name"])))
+            taxon = Taxon(int(found["id"]), str(found["name"]))
+            for earlier_entry, earlier in zip(taxa, resolved):
+                if taxon.id == earlier.id:
+                    raise DataError(f"{KEY}: {earlier_entry!r} and {entry!r} are the same taxon, {taxon.name} "
+                                    f"(id {taxon.id}); list each species once")
+                if taxon.name.casefold() == earlier.name.casefold():
+                    raise DataError(f"{KEY}: {earlier_entry!r} and {entry!r} are two taxa named {taxon.name} "
+                                    f"(ids {earlier.id} and {taxon.id}); class names must differ")
+            resolved.append(taxon)
         return resolved
 
     def _by_name(self, name: str) -> dict:
@@ -111,6 +123,10 @@ class Api:
             if newest <= last:
                 raise DataError(f"{self.base_url}/observations: ids do not increase past {last}; paging stopped")
             last = newest
+
+
+def _is_answer(data: object) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("results"), list)
 
 
 def observation_params(config: InaturalistSource, taxon_id: int, year: int) -> dict:

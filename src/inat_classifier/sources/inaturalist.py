@@ -7,9 +7,12 @@ is used at most once, so near-duplicate shots of one animal never straddle the s
 
 Resumability: ``data/raw`` is deleted by DVC before this stage runs, so everything fetched lives in
 a download cache outside it (``<cache>/inaturalist``): API answers, and per photo either
-``<id>.jpg`` (decoded, stored as RGB JPEG), ``<id>.bad`` (why it was rejected) or ``<id>.part`` (an
-unfinished download, resumed with a Range request). A restart skips what is finished, so no
-completed photo is fetched twice; ``data/raw`` is then copied from the cache.
+``<id>.jpg`` (decoded, stored as RGB JPEG), ``<id>.bad`` (why it was rejected for good: gone, 404
+or 410, or not an image) or ``<id>.part`` (an unfinished download, resumed with a Range request, or
+a photo over ``max_pixels`` kept for a larger cap). A restart skips what is finished, so no completed
+photo is fetched twice; ``data/raw`` is then copied from the cache. Nothing is trusted for existing:
+a cached photo is decoded again and one that does not decode (zero length after a power cut, half a
+JPEG) is fetched again, like an unreadable ``.bad`` marker or API answer.
 """
 
 from __future__ import annotations
@@ -22,19 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import write_text
 from ..errors import DataError
-from ..http import Client, HttpError, HttpSettings, RateLimiter, host_of
-from ..images import ImageError
+from ..http import Client, HttpError, HttpSettings, RateLimiter, is_local_http, origin_of
+from ..images import ImageError, TooLarge, open_rgb
 from ..manifest import sha256_of
 from ..params import InaturalistSource
 from .inat_api import Api, Taxon, evidence_ok, observation_params
+from .paths import class_folders, inside
 from .store import store_rgb_jpeg
 
 CACHE_NAME = "inaturalist"
+MAX_PHOTO_BYTES = 64 << 20  # an "original" is at most 2048 px, a few MB
 PHOTO_SIZES = ("square", "thumb", "small", "medium", "large", "original")
 
 
@@ -74,31 +78,68 @@ class PhotoCache:
         return self.folder / f"{candidate.photo_id}.jpg"
 
     def get(self, candidate: Candidate) -> tuple[int, int] | str:
-        """(width, height) of the stored photo, or why it was rejected (remembered across runs)."""
+        """(width, height) of the stored photo, or why it was rejected (remembered if for good)."""
         done, bad = self.path(candidate), self.folder / f"{candidate.photo_id}.bad"
         if done.is_file():
-            with Image.open(done) as image:
-                return image.size
-        if bad.is_file():
-            return bad.read_text()
-        if not self.client.allowed(candidate.url):
-            return f"host '{host_of(candidate.url)}' is not in download.inaturalist.photo_hosts"
+            try:
+                return open_rgb(done, self.max_pixels).size
+            except TooLarge as exc:  # a smaller cap than when it was stored
+                return str(exc).removeprefix(f"{done}: ")
+            except ImageError:
+                done.unlink()  # cut short by a crash or a power cut: fetch it again
+        reason = _marker(bad)
+        if reason:
+            return reason
+        refused = self.client.refusal(candidate.url)
+        if refused:
+            return f"refused, photos come only from download.inaturalist.photo_hosts over https: {refused}"
         part = self.folder / f"{candidate.photo_id}.part"
         try:
-            self.client.fetch(candidate.url, part, self.limiter)
-            size = store_rgb_jpeg(part, done, self.max_pixels)
+            size = self._download(candidate, part, done)
         except HttpError as exc:
             if exc.transient:
                 raise  # the network, not the photo: stop here, a rerun resumes from the .part file
-            reason = str(exc).removeprefix(f"{candidate.url}: ")
+            reason, permanent = str(exc).removeprefix(f"{candidate.url}: "), exc.permanent
+        except TooLarge as exc:  # kept as .part: a larger max_pixels accepts it without a new download
+            return str(exc).removeprefix(f"{part}: ")
         except ImageError as exc:
-            reason = str(exc).removeprefix(f"{part}: ")
+            reason, permanent = str(exc).removeprefix(f"{part}: "), True
         else:
             part.unlink(missing_ok=True)
             return size
-        write_text(bad, reason)
-        part.unlink(missing_ok=True)
+        if permanent:
+            write_text(bad, reason)
+            part.unlink(missing_ok=True)
         return reason
+
+
+    def _download(self, candidate: Candidate, part: Path, done: Path) -> tuple[int, int]:
+        """Fetch into ``part`` and store it; if bytes kept from an earlier run do not decode, once afresh."""
+        resumed = part.is_file() and part.stat().st_size > 0
+        self.client.fetch(candidate.url, part, self.limiter, MAX_PHOTO_BYTES)
+        try:
+            return store_rgb_jpeg(part, done, self.max_pixels)
+        except TooLarge:
+            raise
+        except ImageError:
+            if not resumed:
+                raise
+        part.unlink()  # a power cut may have left zeros in what an earlier run received
+        self.client.fetch(candidate.url, part, self.limiter, MAX_PHOTO_BYTES)
+        return store_rgb_jpeg(part, done, self.max_pixels)
+
+
+def _marker(bad: Path) -> str | None:
+    """The reason a ``.bad`` marker gives; an unreadable or empty one counts as none."""
+    try:
+        reason = bad.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        reason = ""
+    if not reason:
+        bad.unlink(missing_ok=True)
+    return reason or None
 
 
 def collect(
@@ -106,7 +147,7 @@ def collect(
 ) -> tuple[list[dict], list[str]]:
     """Fetch the photos into the cache, copy them to ``out_dir/<split>/<class>/``; rows and skips."""
     cache = cache_dir / CACHE_NAME
-    with Client([host_of(config.api_url), *config.photo_hosts], http) as client:
+    with Client([config.api_url, *photo_origins(config)], http) as client:
         api = Api(config.api_url, client, RateLimiter(config.requests_per_minute, http), cache / "api")
         photos = PhotoCache(
             cache / "photos" / config.photo_size, client, RateLimiter(config.photo_requests_per_minute, http), max_pixels
@@ -124,7 +165,17 @@ def collect(
                         accepted += selection.fill(taxon, split, year, caps[split])
         finally:  # on Ctrl-C or an error, queued photos are dropped rather than fetched first
             pool.shutdown(cancel_futures=True)
-    return [_row(candidate, size, photos.path(candidate), out_dir) for candidate, size in accepted], selection.skipped
+    folders = class_folders(taxon.name for taxon in taxa)
+    rows = [_row(candidate, size, photos.path(candidate), out_dir, folders) for candidate, size in accepted]
+    return rows, selection.skipped
+
+
+def photo_origins(config: InaturalistSource) -> list[str]:
+    """Photo hosts over https on port 443; against a local test API (http on loopback), its scheme and port."""
+    if is_local_http(config.api_url):
+        scheme, _, port = origin_of(config.api_url)
+        return [f"{scheme}://{host}:{port}" for host in config.photo_hosts]
+    return [f"https://{host}" for host in config.photo_hosts]
 
 
 class Selection:
@@ -190,9 +241,9 @@ class Selection:
         return batch
 
 
-def _row(candidate: Candidate, size: tuple[int, int], cached: Path, out_dir: Path) -> dict:
+def _row(candidate: Candidate, size: tuple[int, int], cached: Path, out_dir: Path, folders: dict[str, str]) -> dict:
     # A copy, not a hard link: DVC may make its outputs read-only or move them into its cache.
-    target = out_dir / candidate.split / candidate.taxon.name / f"{candidate.photo_id}.jpg"
+    target = inside(out_dir, out_dir / candidate.split / folders[candidate.taxon.name] / f"{candidate.photo_id}.jpg")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, target)
     return {
