@@ -122,7 +122,7 @@ def test_every_stage_stops_on_bad_params_before_work_with_one_line_and_no_traceb
 @pytest.mark.parametrize("phase", ["train_head", "finetune"])
 def test_warmup_needs_a_cosine_schedule_and_fewer_epochs(phase):
     with pytest.raises(ParamsError, match=f"{phase}: warmup_epochs \\(2\\) needs schedule: cosine"):
-        parse_params({phase: {"epochs": 5, "warmup_epochs": 2}})
+        parse_params({phase: {"epochs": 5, "warmup_epochs": 2, "schedule": "constant"}})
     with pytest.raises(ParamsError, match="fewer than epochs"):
         parse_params({phase: {"epochs": 2, "schedule": "cosine", "warmup_epochs": 2}})
     assert parse_params({phase: {"epochs": 5, "schedule": "cosine", "warmup_epochs": 2}})

@@ -32,7 +32,7 @@ class SampleSource(Section):
 
     classes: int = Field(6, ge=2, le=6)
     train_images: int = Field(120, ge=2, description="images of the most frequent class in train")
-    test_images: int = Field(60, ge=2, description="images of the most frequent class in test")
+    test_images: int = Field(150, ge=2, description="images of the most frequent class in test")
     rarest_fraction: float = Field(0.7, gt=0.0, le=1.0)
     min_side: int = Field(80, ge=32)
     max_side: int = Field(160, ge=32)
@@ -310,7 +310,9 @@ UNFREEZE_PRETRAINED = 20
 
 
 class Finetune(Phase):
-    epochs: int = Field(12, ge=0)
+    epochs: int = Field(30, ge=0)
+    learning_rate: PositiveFloat = 3e-3
+    schedule: Schedule = "cosine"
     unfreeze: int | Literal["auto", "all"] = Field(
         "auto", description="auto: the top 20 layers with pretrained weights, all with weights none"
     )

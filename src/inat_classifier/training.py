@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -104,10 +105,11 @@ def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, 
 def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None = None) -> str:
     """What a checkpoint must match to be resumed: every param, the bytes of the inputs and of the code
     (this package and the stage ``script``, by default the one running), the TensorFlow and Keras
-    versions and the resolved device settings."""
+    versions, the resolved device settings and the CPU kernels asked for."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     gpus = len(tf.config.list_physical_devices("GPU"))
-    digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0)]).encode())
+    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")]  # CPU kernels
+    digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0), numerics]).encode())
     code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
     stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
     if stage:
