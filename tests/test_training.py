@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 
 from inat_classifier.dataset import Split, batches, images_only  # noqa: E402
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
-from inat_classifier.model import build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
+from inat_classifier.model import base_of, build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
 from inat_classifier.params import Train, parse_params  # noqa: E402
 from inat_classifier import training  # noqa: E402
 from inat_classifier.training import class_weights, compile_model, fit, make_deterministic, resolve_device  # noqa: E402
@@ -229,3 +229,22 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_pat
     fresh = train("fresh")
     for ours, theirs in zip(resumed.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatch):
+    from inat_classifier import dataset
+
+    # The old constant of 256 images at 224 px: over 20 GB, many times the budget.
+    assert 256 * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 > 10 * dataset.STATISTICS_BUDGET
+    chosen = dataset.statistics_batch_size(224)
+    assert 8 <= chosen <= 16 and chosen * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 <= dataset.STATISTICS_BUDGET
+    assert dataset.statistics_batch_size(48) == 256  # small pictures: the eager overhead decides
+
+    # A budget 1/20 of what 256 images of 32 px would take: batches of 12, and the pass still works.
+    monkeypatch.setattr(dataset, "STATISTICS_BUDGET", 256 * dataset.FORWARD_BYTES_PER_PIXEL * 32**2 / 20)
+    params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
+    split = structured_split(30)
+    assert [len(batch) for batch in images_only(split, params)] == [12, 12, 6]
+    model = recalibrated_classifier(params, split)
+    features = base_of(model).predict(split.pixels[:4].astype(np.float32), verbose=0)
+    assert np.isfinite(features).all() and features.std(axis=0).mean() > 1e-3  # images no longer look alike

@@ -35,6 +35,12 @@ from .subset import CLASSES_FILE, SUBSET_DIR
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
 DISK_CACHE_DIR = Path("data/cache")
+# A training-mode forward pass of EfficientNetB0 holds about this much per input pixel of each image
+# (measured: 103 MB an image at 224 px, benchmarks/memory.py); the BatchNormalization pass keeps to
+# STATISTICS_BUDGET with batches of at most STATISTICS_MOST images.
+FORWARD_BYTES_PER_PIXEL = 2_100
+STATISTICS_BUDGET = 1.5 * 2**30
+STATISTICS_MOST = 256
 DRAWS_PER_EPOCH = 2**20  # room in a seed counter for one epoch's batches
 GROUP_DRAWS = 2**32  # room in a seed counter for the epochs of one group of blocks
 
@@ -295,6 +301,16 @@ def batches(split: Split, params: Params, *, shuffle: bool, augment: bool, batch
     return Batches.of(data, order, batch_size)
 
 
-def images_only(split: Split, params: Params, batch_size: int = 256) -> tf.data.Dataset:
+def statistics_batch_size(image_size: int) -> int:
+    """Images per batch of a training-mode pass that holds at most STATISTICS_BUDGET bytes of activations.
+
+    Large batches keep the eager per-call overhead small, but such a pass keeps every layer's output
+    of the whole batch at once: 256 images at 224 px would take about 26 GB.
+    """
+    return max(1, min(STATISTICS_MOST, int(STATISTICS_BUDGET // (FORWARD_BYTES_PER_PIXEL * image_size**2))))
+
+
+def images_only(split: Split, params: Params) -> tf.data.Dataset:
     """Float32 image batches of the whole split in a shuffled order (epoch 0), for statistics."""
-    return batches(split, params, shuffle=True, augment=False, batch_size=batch_size).dataset.map(lambda x, _: x)
+    size = statistics_batch_size(params.data.image_size)
+    return batches(split, params, shuffle=True, augment=False, batch_size=size).dataset.map(lambda x, _: x)

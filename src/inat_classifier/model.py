@@ -105,7 +105,7 @@ def recalibrate_batchnorm(model: keras.Model, images: Iterable) -> None:
     statistics that lag its final weights, in the head as much as in the base. One pass in training
     mode, dropout off, with momentum k/(k+1) on the k-th batch leaves the running mean of the batch
     statistics. Splits are stored sorted by class, so the batches must be shuffled samples of all of
-    it; large batches keep the eager per-call overhead small (``dataset.images_only``).
+    it, in batches as large as memory allows (``dataset.images_only``).
     """
     layers = list(model._flatten_layers(include_self=False))
     norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
