@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from pipeline import REPO, copy_repo
 
-REPO = Path(__file__).resolve().parents[1]
 # name -> environment: oneDNN forced on (current servers), off (Eigen's kernels), on but AVX2 only (older CPUs)
 NUMERICS = {
     "onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"},
@@ -35,39 +33,19 @@ DATA_STAGES, TRAINING_STAGES = ("download", "subset"), ("train_head", "finetune"
 SPLITS = ("train", "val", "test")
 
 
-def copy_tree(target: Path) -> None:
-    """The working tree's files that git knows (tracked and not ignored), without outputs of earlier runs."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, check=True, capture_output=True, text=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-
-
-def set_params(root: Path, seed: int, overrides: list[str]) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["seed"] = seed
-    for item in overrides:
-        key, _, value = item.partition("=")
-        *path, last = key.split(".")
-        node = params
-        for part in path:
-            node = node[part]
-        node[last] = yaml.safe_load(value)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def run_stage(root: Path, stage: str, env: dict[str, str]) -> tuple[float, int]:
+    """Run ``stages/<stage>.py``; its wall seconds and peak resident memory (MB, the process's own)."""
+    started = time.perf_counter()
+    with open(root / f"{stage}.log", "w") as log:
+        process = subprocess.Popen([sys.executable, f"stages/{stage}.py"], cwd=root, env=env, stdout=log, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+    if status:
+        raise SystemExit(f"{stage} failed in {root}:\n{(root / f'{stage}.log').read_text()[-3000:]}")
+    return round(time.perf_counter() - started, 1), usage.ru_maxrss // 1024
 
 
 def run_stages(root: Path, stages: tuple[str, ...], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    for stage in stages:
-        done = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=root, env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"{stage} failed in {root}:\n{done.stderr[-3000:]}")
-    return round(time.perf_counter() - started, 1)
+    return round(sum(run_stage(root, stage, env)[0] for stage in stages), 1)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -93,8 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="reproducibility.") as scratch:
         for seed in args.seeds:
             root = Path(scratch) / f"seed-{seed}"
-            copy_tree(root)
-            set_params(root, seed, args.overrides)
+            copy_repo(root, [*args.overrides, f"seed={seed}"])
             run_stages(root, DATA_STAGES, base_env)
             for name in args.numerics:
                 seconds = run_stages(root, TRAINING_STAGES, {**base_env, **NUMERICS[name]})

@@ -160,7 +160,7 @@ def test_a_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step_and_con
     from inat_classifier.params import Finetune
     from inat_classifier.training import learning_rate
 
-    assert learning_rate(Finetune(epochs=4, learning_rate=0.01), steps_per_epoch=5) == 0.01
+    assert learning_rate(Finetune(epochs=4, learning_rate=0.01, schedule="constant"), steps_per_epoch=5) == 0.01
     schedule = learning_rate(Finetune(epochs=4, learning_rate=0.01, schedule="cosine", warmup_epochs=1), 5)
     rates = [float(schedule(step)) for step in range(21)]
     assert rates[0] == 0.0 and rates[5] == pytest.approx(0.01)  # linear rise over the first epoch
