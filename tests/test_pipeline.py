@@ -114,6 +114,12 @@ def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
     assert not (repo.root / "checkpoints" / "finetune").exists()  # removed when a stage completes
 
 
+def test_a_successful_run_logs_no_error_level_lines(repo):
+    """TensorFlow's C++ errors (``E0000 ...``) look like failures to a user, even after a good run."""
+    errors = [line for line in repo.first_output.splitlines() if re.match(r"\s*[EF]\d{4} ", line)]
+    assert errors == []
+
+
 def test_dvclive_left_dvc_yaml_alone(repo):
     assert repo.run("git", "diff", "--exit-code", "HEAD~1", "--", "dvc.yaml").returncode == 0
 
