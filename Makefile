@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 ifneq ($(shell cat $(STAMP) 2>/dev/null),$(LOCK))
 .PHONY: $(STAMP)
 endif
-# DVC must not phone home: the default run and the tests are offline.
+# Analytics and update checks are each user's choice, so .dvc/config leaves them alone; the pipeline and
+# the tests run offline, so they send no analytics here. (DVC 3 checks for updates only in `dvc version`
+# and `dvc doctor`; `dvc config --global core.check_update false` turns that off for a user.)
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2

@@ -75,9 +75,10 @@ def test_headline_metrics_match_scikit_learn_and_a_hand_count():
     assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(LABELS, predicted), abs=1e-6)
     assert metrics["macro_f1"] == pytest.approx(f1_score(LABELS, predicted, average="macro"), abs=1e-6)
     assert metrics["weighted_f1"] == pytest.approx(f1_score(LABELS, predicted, average="weighted"), abs=1e-6)
-    assert metrics["loss"] == pytest.approx(log_loss(LABELS, PROBS), abs=1e-6)
+    assert metrics["log_loss"] == pytest.approx(log_loss(LABELS, PROBS), abs=1e-6)
     # top-2 by hand: every true class is among the two highest scores except image 4 (true 1, 0.05)
-    assert metrics["top_2_accuracy"] == pytest.approx(0.9)
+    assert metrics["top_k_accuracy"] == pytest.approx(0.9) and metrics["top_k"] == 2
+    assert "loss" not in metrics and "top_2_accuracy" not in metrics  # one key whatever k is
     # 7 of 10 correct: the Wilson interval by the formula, and its published value
     assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == pytest.approx(wilson_by_hand(7, 10), abs=1e-6)
     assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == pytest.approx((0.3968, 0.8922), abs=1e-4)
@@ -93,7 +94,7 @@ def test_metrics_on_a_larger_random_case_match_scikit_learn():
     assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted), abs=1e-6)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
     assert metrics["weighted_f1"] == pytest.approx(f1_score(labels, predicted, average="weighted"), abs=1e-6)
-    assert metrics["loss"] == pytest.approx(log_loss(labels, probs), abs=1e-6)
+    assert metrics["log_loss"] == pytest.approx(log_loss(labels, probs), abs=1e-6)
     correct = int((predicted == labels).sum())
     assert (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == pytest.approx(
         wilson_by_hand(correct, len(labels)), abs=1e-6
@@ -104,7 +105,7 @@ def test_a_split_missing_a_class_is_scored_against_all_classes():
     labels, probs = LABELS[LABELS < 2], PROBS[LABELS < 2]  # no Vulpes in this split
     metrics = split_metrics(labels, probs, top_k=2, class_names=NAMES)
     predicted = probs.argmax(1)
-    assert metrics["loss"] == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]), abs=1e-6)
+    assert metrics["log_loss"] == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]), abs=1e-6)
     assert metrics["macro_f1"] == pytest.approx(
         f1_score(labels, predicted, labels=[0, 1, 2], average="macro", zero_division=0), abs=1e-6
     )
@@ -117,10 +118,10 @@ def test_a_split_missing_a_class_is_scored_against_all_classes():
 def test_two_classes_work_including_a_split_with_only_one_of_them():
     probs = np.array([[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
     metrics = split_metrics(np.array([0, 1, 1]), probs, top_k=1, class_names=["A a", "B b"])
-    assert metrics["accuracy"] == metrics["top_1_accuracy"] == pytest.approx(2 / 3, abs=1e-6)
+    assert metrics["accuracy"] == metrics["top_k_accuracy"] == pytest.approx(2 / 3, abs=1e-6)
     with pytest.warns(UserWarning, match="perfect score"):  # k = classes: scikit-learn says it is meaningless
-        assert split_metrics(np.array([0, 1, 1]), probs, top_k=2)["top_2_accuracy"] == 1.0
-    assert split_metrics(np.array([1, 1, 1]), probs, top_k=1)["top_1_accuracy"] == pytest.approx(1 / 3, abs=1e-6)
+        assert split_metrics(np.array([0, 1, 1]), probs, top_k=2)["top_k_accuracy"] == 1.0
+    assert split_metrics(np.array([1, 1, 1]), probs, top_k=1)["top_k_accuracy"] == pytest.approx(1 / 3, abs=1e-6)
 
 
 def test_per_class_metrics_are_keyed_by_slug_and_match_scikit_learn():

@@ -141,3 +141,31 @@ def test_bools_duplicates_and_ineffective_caps_are_refused(raw, expected):
     with pytest.raises(ParamsError) as caught:
         parse_params(raw)
     assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+# Every optional setting with its older spelling of off: null must give the same params.
+OLD_OFF_SPELLINGS = {
+    "download": {"archive": {"url": "", "sha256": "", "categories_json": "", "supercategories": []},
+                 "folder": {"path": ""}},
+    "subset": {"classes": [], "max_per_class": None},
+    "data": {"tfrecord_dir": ""},
+    "model": {"weights": "none"},
+    "train": {"distribute": "none"},
+    "train_head": {"class_weight": "none", "warmup_epochs": 0, "feature_cache": 0},
+    "finetune": {"epochs": 0, "class_weight": "none", "warmup_epochs": 0, "early_stopping_patience": 0},
+}
+
+
+def _nulls(tree):
+    return {key: _nulls(value) if isinstance(value, dict) else None for key, value in tree.items()}
+
+
+def test_null_is_off_for_every_optional_setting_and_the_old_spellings_still_work():
+    old = parse_params(OLD_OFF_SPELLINGS)
+    assert parse_params(_nulls(OLD_OFF_SPELLINGS)) == old
+    assert old.model.pretrained is False and old.train_head.feature_cache == 0 and old.finetune.epochs == 0
+
+
+def test_null_is_refused_where_a_setting_has_no_off():
+    with pytest.raises(ParamsError, match="data.image_size: Input should be a valid integer"):
+        parse_params({"data": {"image_size": None}})

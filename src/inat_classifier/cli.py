@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-DEFAULT_MODEL = Path("models/model.keras")
+DEFAULT_MODEL = Path("models/model.keras")  # relative to the project root (the folder with dvc.yaml)
 DEFAULT_EXPORT_DIR = Path("models/export")
 DEFAULT_EXPORT_METRICS = Path("metrics/export.json")
 
@@ -49,11 +49,35 @@ def _pixel_cap(text: str) -> int:
     return value
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("inat-classifier")
+    except PackageNotFoundError:  # run from a source tree without `pip install -e .`
+        return "unknown (not installed)"
+
+
+def project_path(relative: Path, start: Path | None = None) -> Path:
+    """``relative`` under the nearest folder from ``start`` up that holds dvc.yaml, so a default like
+    models/model.keras works from any folder of the project; ``relative`` itself outside one."""
+    start = (Path.cwd() if start is None else start).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder / relative
+    return relative
+
+
+MODEL_HELP = f"a .keras model (default: {DEFAULT_MODEL} in the project around the current folder)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inat-classifier",
         description="Use the trained species classifier on photos, export it, or compare and check runs.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser(
@@ -67,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = predict.add_argument
     add("inputs", nargs="+", metavar="PATH", help="image files or folders")
-    add("--model", type=Path, default=DEFAULT_MODEL, metavar="PATH", help="a .keras model (default: %(default)s)")
+    add("--model", type=Path, metavar="PATH", help=MODEL_HELP)
     add(
         "--classes",
         type=Path,
@@ -100,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add = export.add_argument
-    add("--model", type=Path, default=DEFAULT_MODEL, metavar="PATH", help="a .keras model (default: %(default)s)")
+    add("--model", type=Path, metavar="PATH", help=MODEL_HELP)
     add(
         "--output-dir",
         type=Path,
@@ -254,6 +278,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "model", False) is None:
+        args.model = project_path(DEFAULT_MODEL)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     try:
         return args.handler(args)

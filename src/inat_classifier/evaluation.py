@@ -196,8 +196,11 @@ def split_metrics(
         # mean recall over the classes this split has (scikit-learn's, without its warning)
         "balanced_accuracy": _round(table["recall"][table["support"] > 0].mean()),
         "macro_f1": _round(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-        "loss": _round(log_loss(labels, probs, labels=classes)),
-        f"top_{top_k}_accuracy": _round(top_k_accuracy_score(labels, scores, k=top_k, labels=classes)),
+        # not `loss`: dvclive's `loss` is the training loss, and `dvc metrics diff` would pair them
+        "log_loss": _round(log_loss(labels, probs, labels=classes)),
+        # one key whatever k is, so `dvc metrics diff` pairs experiments that set evaluate.top_k differently
+        "top_k_accuracy": _round(top_k_accuracy_score(labels, scores, k=top_k, labels=classes)),
+        "top_k": int(top_k),
         "weighted_f1": _round(f1_score(labels, predicted, labels=classes, average="weighted", zero_division=0)),
         "ece": _round(expected_calibration_error(labels, probs)),
         "accuracy_ci_low": _round(low),

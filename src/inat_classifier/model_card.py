@@ -243,10 +243,15 @@ def _params_shown(params: Params) -> dict:
     return raw
 
 
-def _metric_names(metrics: Mapping[str, Mapping]) -> list[str]:
-    known = ["accuracy", "balanced_accuracy", "macro_f1"]
-    extra = sorted({k for m in metrics.values() for k in m if k.startswith("top_") and k.endswith("_accuracy")})
-    return [*known, *extra, "loss"]
+METRIC_NAMES = ["accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy", "log_loss"]
+
+
+def _metric_header(name: str, metrics: Mapping[str, Mapping]) -> str:
+    """``top_k_accuracy`` is headed with its k (``top-3 accuracy``), which the metrics record as ``top_k``."""
+    ks = sorted({m["top_k"] for m in metrics.values() if "top_k" in m})
+    if name == "top_k_accuracy" and len(ks) == 1:
+        return f"top-{ks[0]} accuracy"
+    return name.replace("_", " ")
 
 
 def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[str, Sequence[float]]) -> str:
@@ -254,8 +259,8 @@ def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[
     splits = [s for s in SPLIT_ORDER if s in metrics] + sorted(s for s in metrics if s not in SPLIT_ORDER)
     if not splits:
         return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
-    names = _metric_names(metrics)
-    header = ["split", "images", "accuracy (95% interval)", *[n.replace("_", " ") for n in names[1:]]]
+    names = METRIC_NAMES
+    header = ["split", "images", "accuracy (95% interval)", *[_metric_header(n, metrics) for n in names[1:]]]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|---|" + "---:|" * (len(header) - 1))
     for split in splits:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
 
@@ -25,6 +25,16 @@ PositiveFloat = Annotated[float, Field(gt=0.0)]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _off(spelling: object) -> BeforeValidator:
+    """``null`` means off for every key; the key's older spelling of off (none, 0, "", []) still works
+    and is what the code sees, so one value reads the same whichever way it was written."""
+    return BeforeValidator(lambda value: spelling if value is None else value)
+
+
+OffText = Annotated[str, _off("")]
+OffCount = Annotated[int, _off(0)]
 
 
 class SampleSource(Section):
@@ -117,13 +127,13 @@ class InaturalistSource(Section):
 class ArchiveSource(Section):
     """A tar or zip archive, verified by its sha256, in the folders or iNat competition layout."""
 
-    url: str = Field("", description="http(s):// or file:// URL, or a local path")
-    sha256: str = ""
+    url: OffText = Field("", description="http(s):// or file:// URL, or a local path")
+    sha256: OffText = ""
     layout: Literal["folders", "inat_json"] = "folders"
     train_json: str = "train2017.json"
     test_json: str = "val2017.json"
-    categories_json: str = Field("", description="optional file with the real category names (2018)")
-    supercategories: list[str] = Field(default_factory=lambda: ["Mammalia", "Aves"])
+    categories_json: OffText = Field("", description="optional file with the real category names (2018)")
+    supercategories: Annotated[list[str], _off([])] = Field(default_factory=lambda: ["Mammalia", "Aves"])
 
     @field_validator("url")
     @classmethod
@@ -145,7 +155,7 @@ class ArchiveSource(Section):
 class FolderSource(Section):
     """A local directory with ``train/<class>/*`` and ``test/<class>/*``, used in place."""
 
-    path: str = ""
+    path: OffText = ""
 
 
 
@@ -176,7 +186,9 @@ class Download(Section):
 
 
 class Subset(Section):
-    classes: list[str] = Field(default_factory=list, description="explicit class names; empty = pick")
+    classes: Annotated[list[str], _off([])] = Field(
+        default_factory=list, description="explicit class names; null or empty = pick"
+    )
     num_classes: int = Field(4, ge=2)
     max_per_class: int | None = Field(None, ge=1, description="cap per class and split; null = none")
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
@@ -206,7 +218,7 @@ class Data(Section):
     )
     shard_size: int = Field(1000, ge=1, description="images per TFRecord shard and per block of the shuffle")
     shuffle_shards: int = Field(4, ge=1, description="blocks shuffled together; tfrecord holds this many in memory")
-    tfrecord_dir: str = Field("", description="where subset writes shards: empty = data/subset/tfrecord")
+    tfrecord_dir: OffText = Field("", description="where subset writes shards: empty = data/subset/tfrecord")
 
     @field_validator("tfrecord_dir")
     @classmethod
@@ -246,7 +258,7 @@ BACKBONES = ("EfficientNetB0",)
 
 class ModelParams(Section):
     backbone: Literal["EfficientNetB0"] = "EfficientNetB0"
-    weights: str = Field("none", description="imagenet | none | path to a weights file")
+    weights: Annotated[str, _off("none")] = Field("none", description="imagenet | none | path to a weights file")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
     @field_validator("weights")
@@ -274,7 +286,7 @@ class Train(Section):
 
     precision: Precision = Field("auto", description="auto: mixed_float16 on a GPU, float32 on a CPU")
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: on a GPU, off on a CPU")
-    distribute: Distribute = Field(
+    distribute: Annotated[Distribute, _off("none")] = Field(
         "none", description="mirrored: every local GPU; multi_worker: the machines in TF_CONFIG (distribute.py)"
     )
 
@@ -288,9 +300,11 @@ class Phase(Section):
 
     epochs: int = Field(10, ge=1)
     learning_rate: PositiveFloat = 1e-3
-    class_weight: ClassWeight = Field("none", description="balanced: weigh classes inversely to their counts")
+    class_weight: Annotated[ClassWeight, _off("none")] = Field(
+        "none", description="balanced: weigh classes inversely to their counts"
+    )
     schedule: Schedule = Field("constant", description="cosine: decay to 0 by the last epoch")
-    warmup_epochs: int = Field(0, ge=0, description="cosine: rise linearly from 0 over these epochs first")
+    warmup_epochs: OffCount = Field(0, ge=0, description="cosine: rise linearly from 0 over these epochs first")
 
     @model_validator(mode="after")
     def _warmup(self) -> "Phase":
@@ -300,7 +314,7 @@ class Phase(Section):
 
 
 class TrainHead(Phase):
-    feature_cache: int = Field(
+    feature_cache: OffCount = Field(
         2, ge=0, description="0: end to end; N: base features of N views (1 plain + N-1 augmented)"
     )
 
@@ -310,7 +324,7 @@ UNFREEZE_PRETRAINED = 20
 
 
 class Finetune(Phase):
-    epochs: int = Field(30, ge=0)
+    epochs: OffCount = Field(30, ge=0)
     learning_rate: PositiveFloat = 3e-3
     schedule: Schedule = "cosine"
     unfreeze: int | Literal["auto", "all"] = Field(
@@ -319,7 +333,7 @@ class Finetune(Phase):
     batchnorm: BatchNormMode = Field(
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
     )
-    early_stopping_patience: int = Field(0, ge=0)
+    early_stopping_patience: OffCount = Field(0, ge=0)
 
     @field_validator("unfreeze")
     @classmethod
@@ -346,7 +360,7 @@ Split = Literal["train", "val", "test"]
 
 class Evaluate(Section):
     splits: list[Split] = Field(default_factory=lambda: ["train", "val", "test"], min_length=1)
-    top_k: int = Field(2, ge=1)
+    top_k: int = Field(3, ge=1, description="top-k accuracy; 3 is the iNat competition's metric")
 
 
 class Params(Section):

@@ -174,7 +174,6 @@ def _data_section(data: Mapping) -> list[str]:
 
 
 def _headline(splits: Mapping[str, SplitReport], names: Sequence[str], top_k: int) -> list[str]:
-    top = f"top_{top_k}_accuracy"
     lines = [
         "## Headline metrics",
         "",
@@ -188,7 +187,7 @@ def _headline(splits: Mapping[str, SplitReport], names: Sequence[str], top_k: in
         if m.get("accuracy_ci_low") is not None and m.get("accuracy_ci_high") is not None:
             accuracy += f" ({m['accuracy_ci_low']:.3f}-{m['accuracy_ci_high']:.3f})"
         cells = [name, str(m.get("images", "")), accuracy]
-        cells += [number_cell(m.get(key)) for key in ("balanced_accuracy", "macro_f1", top, "loss", "ece")]
+        cells += [number_cell(m.get(key)) for key in ("balanced_accuracy", "macro_f1", "top_k_accuracy", "log_loss", "ece")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
