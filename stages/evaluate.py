@@ -22,7 +22,7 @@ from inat_classifier.evaluation import (
     reliability_rows,
     split_metrics,
 )
-from inat_classifier.manifest import read_report
+from inat_classifier.manifest import photo_credits, read_manifest, read_report, showing_forbidden
 from inat_classifier.model import load_model
 from inat_classifier.model_card import render_model_card
 from inat_classifier.params import Params
@@ -36,6 +36,7 @@ def main(params: Params) -> None:
     model = load_model("models/model.keras")
     top_k = params.evaluate.top_k
     results, reports = {}, {}
+    manifest = read_manifest()
     for name in SPLITS:
         if name in params.evaluate.splits:
             split = load_split(name, params)
@@ -56,7 +57,7 @@ def main(params: Params) -> None:
         write_csv(f"metrics/recall_{name}.csv", recall_rows(labels, probs, classes))
         if name in results:
             reports[name] = SplitReport(results[name], table, most_confused_pairs(labels, probs, classes))
-        predictions = prediction_rows(paths, labels, probs, classes, top_k)
+        predictions = prediction_rows(paths, labels, probs, classes, top_k, photo_credits(paths, manifest))
         write_csv(f"metrics/predictions_{name}.csv", predictions)
         if name == "test":
             write_csv("metrics/reliability_test.csv", reliability_rows(labels, probs))
@@ -67,11 +68,15 @@ def main(params: Params) -> None:
 
     tested = "test" in results
     message = "no misclassified test images" if tested else "the test split was not evaluated"
-    draw_gallery(worst, "reports/worst_test.png", params.download.max_pixels, empty_message=message)
+    forbidden = showing_forbidden(params.download.source, params.download.archive.layout)
+    if forbidden and not worst.empty:  # listed in the report instead, with their credits
+        worst_drawn, message = worst.iloc[:0], f"{len(worst)} photos not drawn: their terms forbid it (see evaluate.md)"
+    else:
+        worst_drawn = worst
+    draw_gallery(worst_drawn, "reports/worst_test.png", params.download.max_pixels, empty_message=message)
     summary = json.loads(Path("metrics/subset.json").read_text())
-    write_text(
-        "reports/evaluate.md", render_report(reports, top_k, worst if tested else None, "worst_test.png", summary)
-    )
+    report = render_report(reports, top_k, worst if tested else None, "worst_test.png", summary, forbidden)
+    write_text("reports/evaluate.md", report)
     scored = {name: results[name] for name in SPLITS if name in results}
     write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))
 

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from inat_classifier.evaluation import most_confused_pairs, per_class_table, prediction_rows, split_metrics
+from inat_classifier.manifest import photo_credits, showing_forbidden
 from inat_classifier.report import (
     COLUMNS,
     LABEL_HEIGHT,
+    LINE,
     PAD,
     TILE,
     SplitReport,
@@ -146,3 +148,58 @@ def test_the_report_states_class_balance_and_the_leakage_check():
     assert "- train: 10 images, largest / smallest class 1.50" in text
     assert "- test: 4 images, largest / smallest class -" in text
     assert "3 val/test photos copy an earlier split's photo (1 exact, 2 near); 3 dropped" in text
+
+
+# --- credits: every photo shown or named carries its licence, attribution and source ------------
+
+CREDITED = pd.DataFrame({"license": ["cc-by-nc"] * 7, "attribution": ["(c) Ann Example, some rights reserved"] * 7,
+                         "url": [f"https://www.inaturalist.org/observations/{i}" for i in range(7)]})
+
+
+def test_predictions_carry_each_photos_credit(photos):
+    rows = prediction_rows(photos, LABELS, PROBS, NAMES, 2, CREDITED)
+    assert list(rows.columns[-3:]) == ["license", "attribution", "url"]
+    assert rows.url.tolist() == CREDITED.url.tolist() and set(rows.license) == {"cc-by-nc"}
+    assert set(predictions(photos).attribution) == {""}  # without credits the columns still exist
+    with pytest.raises(ValueError, match="2 credits for 7 paths"):
+        prediction_rows(photos, LABELS, PROBS, NAMES, 2, CREDITED.head(2))
+
+
+def test_photo_credits_link_the_observation_page_and_follow_the_paths():
+    manifest = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "observation_id": ["42", ""],
+                             "url": ["https://static.example/1.jpg", "file:///x/b.jpg"],
+                             "license": ["cc-by", ""], "attribution": ["(c) Bo", ""]})
+    credits = photo_credits(["b.jpg", "a.jpg", "missing.jpg"], manifest)
+    assert credits.to_dict("records") == [
+        {"license": "", "attribution": "", "url": "file:///x/b.jpg"},
+        {"license": "cc-by", "attribution": "(c) Bo", "url": "https://www.inaturalist.org/observations/42"},
+        {"license": "", "attribution": "", "url": ""},
+    ]
+
+
+def test_only_the_inat_competition_images_are_forbidden_to_show():
+    assert "forbid" in showing_forbidden("archive", "inat_json")
+    for source, layout in [("archive", "folders"), ("inaturalist", "folders"), ("sample", "inat_json"),
+                           ("folder", "folders")]:
+        assert showing_forbidden(source, layout) is None
+
+
+def test_every_gallery_tile_is_credited(photos, tmp_path):
+    worst = worst_misclassified(prediction_rows(photos, LABELS, PROBS, NAMES, 2, CREDITED))
+    draw_gallery(worst, tmp_path / "credited.png")
+    draw_gallery(worst.drop(columns=["license", "attribution", "url"]).assign(attribution=""), tmp_path / "bare.png")
+    with Image.open(tmp_path / "credited.png") as credited, Image.open(tmp_path / "bare.png") as bare:
+        credit_lines = (0, TILE + 2 * LINE, TILE, TILE + LABEL_HEIGHT)  # under the first tile's true/predicted lines
+        ink = [np.asarray(image.convert("L").crop(credit_lines)) < 200 for image in (credited, bare)]
+        assert ink[0].sum() > ink[1].sum() > 0  # a longer credit than "no attribution recorded, licence unknown"
+        assert credited.size == gallery_size(4)
+
+
+def test_the_report_credits_listed_photos_and_lists_forbidden_ones_without_drawing_them(photos):
+    worst = worst_misclassified(prediction_rows(photos, LABELS, PROBS, NAMES, 2, CREDITED))
+    text = render_report({"test": split_report()}, 2, worst)
+    assert (f"| 0.90 | (c) Ann Example, some rights reserved, CC BY-NC, "
+            f"[source](https://www.inaturalist.org/observations/3) |") in text
+    refused = render_report({"test": split_report()}, 2, worst, not_drawn=showing_forbidden("archive", "inat_json"))
+    assert "](worst_test.png)" not in refused and "Not drawn: the iNat competition's terms forbid" in refused
+    assert f"| 1 | `{photos[3]}` |" in refused  # still listed, with its credit

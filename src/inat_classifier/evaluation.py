@@ -20,6 +20,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from .manifest import CREDIT_COLUMNS
+
 PER_CLASS_COLUMNS = ["class_id", "class_name", "images", "correct", "incorrect", "precision", "recall", "f1"]
 RELIABILITY_COLUMNS = ["bin", "confidence", "accuracy", "images"]
 RECALL_COLUMNS = ["class_name", "recall"]
@@ -299,20 +301,29 @@ def most_confused_pairs(
 
 
 def prediction_columns(top_k: int) -> list[str]:
-    """``path, true, predicted, confidence, top1_class, top1_prob, ..., top{k}_class, top{k}_prob``."""
+    """``path, true, predicted, confidence, top1_class, top1_prob, ..., top{k}_class, top{k}_prob,
+    license, attribution, url``."""
     ranked = [f"top{rank}_{what}" for rank in range(1, top_k + 1) for what in ("class", "prob")]
-    return [*PREDICTION_COLUMNS, *ranked]
+    return [*PREDICTION_COLUMNS, *ranked, *CREDIT_COLUMNS]
 
 
 def prediction_rows(
-    paths: Sequence[str], labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str], top_k: int
+    paths: Sequence[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    top_k: int,
+    credits: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per image with its top-k classes and probabilities, so later analysis (error review,
     thresholds, another metric) needs no re-run of the model. Ties rank the lower class id first,
-    as ``argmax`` does, so ``predicted`` is always ``top1_class``."""
+    as ``argmax`` does, so ``predicted`` is always ``top1_class``. ``credits`` (``manifest.photo_credits``
+    of the paths) travels with each row, since a file naming photos must credit them; empty without."""
     labels, probs, predicted = _predictions(labels, probs)
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths for {len(labels)} labels")
+    if credits is not None and len(credits) != len(paths):
+        raise ValueError(f"{len(credits)} credits for {len(paths)} paths")
     if not 1 <= top_k <= probs.shape[1]:
         raise ValueError(f"top_k must be between 1 and {probs.shape[1]}, got {top_k}")
     columns = prediction_columns(top_k)
@@ -329,4 +340,6 @@ def prediction_rows(
     for rank in range(top_k):
         data[f"top{rank + 1}_class"] = names[ranked[:, rank]]
         data[f"top{rank + 1}_prob"] = np.round(np.take_along_axis(probs, ranked[:, rank : rank + 1], axis=1)[:, 0], 6)
+    for column in CREDIT_COLUMNS:
+        data[column] = [""] * len(labels) if credits is None else credits[column].astype(str).tolist()
     return pd.DataFrame(data, columns=columns)

@@ -32,6 +32,11 @@ COLUMNS = [
     "height",
 ]
 SPLITS = ("train", "test")
+CREDIT_COLUMNS = ["license", "attribution", "url"]
+OBSERVATION_URL = "https://www.inaturalist.org/observations/{}"
+# docs/data-sources.md: the iNat competitions allow non-commercial research only and forbid
+# redistributing their images, which a report or gallery showing them would do.
+COMPETITION_TERMS = "the iNat competition's terms forbid redistributing its images"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -74,3 +79,24 @@ def read_report(raw_dir: Path = RAW_DIR) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: missing; run the download stage first (dvc repro download)")
     return json.loads(path.read_text())
+
+
+def photo_credits(paths: list[str], manifest: pd.DataFrame) -> pd.DataFrame:
+    """``license``, ``attribution`` and ``url`` of each path, in order: what showing or naming a photo
+    must carry (every CC licence but CC0 requires attribution). ``url`` is the iNaturalist observation
+    page where there is one (it shows the photo with its credit), else the manifest's ``url``; a path
+    the manifest lacks gets empty credits."""
+    frame = manifest.drop_duplicates("path").set_index("path")
+    rows = []
+    for path in paths:
+        row = frame.loc[path] if path in frame.index else {}
+        observation = str(row.get("observation_id", "") or "")
+        url = OBSERVATION_URL.format(observation) if observation else str(row.get("url", "") or "")
+        rows.append({"license": str(row.get("license", "") or ""), "attribution": str(row.get("attribution", "") or ""),
+                     "url": url})
+    return pd.DataFrame(rows, columns=CREDIT_COLUMNS)
+
+
+def showing_forbidden(source: str, layout: str) -> str | None:
+    """Why the photos of this ``download.source`` (and archive ``layout``) must not be drawn, or None."""
+    return COMPETITION_TERMS if source == "archive" and layout == "inat_json" else None

@@ -19,17 +19,18 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .atomic import atomic_path
 from .images import DEFAULT_MAX_PIXELS, ImageError, open_rgb
-from .model_card import number_cell
+from .model_card import LICENSE_NAMES, number_cell
 
 SPLIT_ORDER = ("train", "val", "test")
 GALLERY_LIMIT = 8
 COLUMNS = 4
 TILE = 200  # photo area per tile (pixels, square); the label goes below it, long names are shortened
-LABEL_HEIGHT = 36  # two lines of the default font at FONT_SIZE
-FONT_SIZE = 12
+LINE, CREDIT_LINE = 16, 13  # one line of the default font at FONT_SIZE and at CREDIT_SIZE
+LABEL_HEIGHT = 2 * LINE + 3 * CREDIT_LINE + 4  # true, predicted, then the credit: attribution, licence, source
+FONT_SIZE, CREDIT_SIZE = 12, 10  # a caption-sized credit: an iNaturalist observation URL fits one line
 PAD = 4
 BACKGROUND, PHOTO_BACKGROUND = (255, 255, 255), (235, 235, 235)
-TEXT, WRONG = (20, 20, 20), (170, 0, 0)
+TEXT, WRONG, CREDIT = (20, 20, 20), (170, 0, 0), (90, 90, 90)
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,20 @@ def draw_gallery(
     columns: int = COLUMNS,
     empty_message: str = "no misclassified test images",
 ) -> None:
-    """Write a PNG grid of ``rows`` (``path, true, predicted, confidence``), each photo decoded from its
-    original file and labelled; a small placeholder saying ``empty_message`` when there are none, so the
-    declared output always exists. An unreadable photo becomes a grey tile, never a failure."""
+    """Write a PNG grid of ``rows`` (``path, true, predicted, confidence`` and the credit columns
+    ``license, attribution, url``), each photo decoded from its original file, labelled and credited
+    under its tile; a small placeholder saying ``empty_message`` when there are none, so the declared
+    output always exists. An unreadable photo becomes a grey tile, never a failure."""
     font = ImageFont.load_default(size=FONT_SIZE)
     if rows.empty:
-        canvas = Image.new("RGB", (TILE * 2, LABEL_HEIGHT), BACKGROUND)
+        width = max(TILE * 2, math.ceil(font.getlength(empty_message)) + 2 * PAD)
+        canvas = Image.new("RGB", (width, LABEL_HEIGHT), BACKGROUND)
         ImageDraw.Draw(canvas).text((PAD, PAD), empty_message, fill=TEXT, font=font)
     else:
         canvas = Image.new("RGB", gallery_size(len(rows), columns), BACKGROUND)
         for index, row in enumerate(rows.itertuples(index=False)):
             left, top = (index % columns) * TILE, (index // columns) * (TILE + LABEL_HEIGHT)
-            _draw_tile(canvas, font, (left, top), row.path, row.true, row.predicted, float(row.confidence), max_pixels)
+            _draw_tile(canvas, font, (left, top), row, max_pixels)
     # 256 colours: about a third of the bytes in git for a gallery that looks the same; median cut and
     # Floyd-Steinberg are deterministic, and Pillow writes no time or text chunks unless given pnginfo.
     palette = canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
@@ -88,8 +91,9 @@ def draw_gallery(
         palette.save(tmp, format="PNG")
 
 
-def _draw_tile(canvas, font, origin, path, true, predicted, confidence, max_pixels) -> None:
+def _draw_tile(canvas, font, origin, row, max_pixels) -> None:
     left, top = origin
+    path, true, predicted, confidence = row.path, row.true, row.predicted, float(row.confidence)
     inner = TILE - 2 * PAD
     area = Image.new("RGB", (inner, inner), PHOTO_BACKGROUND)
     draw = ImageDraw.Draw(canvas)
@@ -102,11 +106,32 @@ def _draw_tile(canvas, font, origin, path, true, predicted, confidence, max_pixe
     y = top + TILE
     draw.text((left + PAD, y), _fit(draw, font, "true: ", true, ""), fill=TEXT, font=font)
     draw.text(
-        (left + PAD, y + LABEL_HEIGHT // 2 - 2),
+        (left + PAD, y + LINE),
         _fit(draw, font, "pred: ", predicted, f" ({confidence:.2f})"),
         fill=WRONG,
         font=font,
     )
+    attribution, licence, url = credit(row)
+    small = ImageFont.load_default(size=CREDIT_SIZE)
+    for line, text in enumerate((attribution, licence, url.removeprefix("https://").removeprefix("www."))):
+        draw.text((left + PAD, y + 2 * LINE + line * CREDIT_LINE), _cut(draw, small, text), fill=CREDIT, font=small)
+
+
+def credit(row) -> tuple[str, str, str]:
+    """(attribution, licence, url) of a predictions row: what must stand beside a photo shown or named."""
+    attribution = str(getattr(row, "attribution", "") or "") or "no attribution recorded"
+    code = str(getattr(row, "license", "") or "")
+    return attribution, LICENSE_NAMES.get(code, code) or "licence unknown", str(getattr(row, "url", "") or "")
+
+
+def _cut(draw: ImageDraw.ImageDraw, font, text: str) -> str:
+    """``text`` shortened at its end to fit one tile (the full credit is in the report's table)."""
+    width = TILE - 2 * PAD
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def _fit(draw: ImageDraw.ImageDraw, font, prefix: str, name: str, suffix: str) -> str:
@@ -131,10 +156,12 @@ def render_report(
     worst: pd.DataFrame | None = None,
     gallery: str = "worst_test.png",
     data: Mapping | None = None,
+    not_drawn: str | None = None,
 ) -> str:
     """The report as Markdown. ``worst`` is :func:`worst_misclassified` of the test predictions (None
     when test was not evaluated); ``gallery`` is the PNG's path relative to the report; ``data`` is
-    the subset stage's ``metrics/subset.json`` (class balance and leaked copies)."""
+    the subset stage's ``metrics/subset.json`` (class balance and leaked copies); ``not_drawn`` is
+    why the photos may not be shown (``manifest.showing_forbidden``): then they are only listed."""
     names = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
     lines = [
         "# Evaluation",
@@ -150,7 +177,7 @@ def render_report(
         lines += _data_section(data)
     for name in names:
         lines += _split_section(name, splits[name])
-    lines += _worst_section(worst, gallery)
+    lines += _worst_section(worst, gallery, not_drawn)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -224,7 +251,7 @@ def _split_section(name: str, split: SplitReport) -> list[str]:
     return lines + [""]
 
 
-def _worst_section(worst: pd.DataFrame | None, gallery: str) -> list[str]:
+def _worst_section(worst: pd.DataFrame | None, gallery: str, not_drawn: str | None = None) -> list[str]:
     lines = ["## Worst misclassified test photos", ""]
     if worst is None:
         return lines + ["The test split was not evaluated (`evaluate.splits`)."]
@@ -234,14 +261,24 @@ def _worst_section(worst: pd.DataFrame | None, gallery: str) -> list[str]:
         f"The {len(worst)} wrong predictions made with the highest confidence, most confident first "
         "(label noise, look-alikes and unusual photos show up here):",
         "",
-        f"![The worst misclassified test photos, labelled with true and predicted class]({gallery})",
-        "",
-        "| # | photo | true | predicted | confidence |",
-        "|---:|---|---|---|---:|",
+    ]
+    if not_drawn:
+        lines += [f"Not drawn: {not_drawn}; they are listed instead.", ""]
+    else:
+        lines += [
+            f"![The worst misclassified test photos, labelled with true and predicted class and credited]({gallery})",
+            "",
+        ]
+    lines += [
+        "| # | photo | true | predicted | confidence | credit |",
+        "|---:|---|---|---|---:|---|",
     ]
     for rank, row in enumerate(worst.itertuples(index=False), start=1):
+        attribution, licence, url = credit(row)
+        source = f", [source]({url})" if url else ""
         lines.append(
-            f"| {rank} | `{_cell(row.path)}` | {_cell(row.true)} | {_cell(row.predicted)} | {float(row.confidence):.2f} |"
+            f"| {rank} | `{_cell(row.path)}` | {_cell(row.true)} | {_cell(row.predicted)} | {float(row.confidence):.2f} "
+            f"| {_cell(attribution)}, {_cell(licence)}{source} |"
         )
     return lines
 
