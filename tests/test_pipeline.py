@@ -166,6 +166,7 @@ def test_experiments_are_comparable_with_dvc_tools(repo):
                   "Reliability (test)", "Accuracy (head, then fine-tuning)"):
         assert title in page
     assert "HEAD" in page and tuned[0]["name"] in page  # both revisions drawn
+    assert "worst_test.png" in page  # the gallery is an image plot
 
 
 def test_queued_experiments_run_two_at_a_time(repo):
