@@ -18,7 +18,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install repro check test bench export clean
+.PHONY: install repro check report test bench export clean
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ repro: install
 # tolerance), or neither (differs, exit 1); see src/inat_classifier/check.py.
 check: install
 	inat-classifier check
+
+# review/review.md for a pull request or CML comment: params and metrics diffs, the compare verdict and
+# the plots against BASE (default main; BASE=HEAD~1, an experiment name, ...). .ci/cml-review.yml runs it.
+BASE ?= main
+report: install
+	inat-classifier review --base $(BASE)
 
 # Two workers, one test file each at a time: the slow pipeline file runs beside the rest.
 # TensorFlow rounds (and has crashed) differently per CPU: every test runs with oneDNN's kernels forced

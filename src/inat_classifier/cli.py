@@ -1,5 +1,6 @@
 """``inat-classifier``: use the trained model (``predict``), export it for serving (``export``), compare
-two runs on the same photos (``compare``) or check a reproduction against the committed run (``check``).
+two runs on the same photos (``compare``), check a reproduction against the committed run (``check``)
+or write a pull request's review (``review``).
 
 Heavy imports (TensorFlow, Keras) happen inside the commands, so ``--help`` answers at once.
 A user error is one line on stderr (``error: ...``) and exit status 2, as in the stage scripts.
@@ -176,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     check.set_defaults(handler=run_check)
+
+    review = commands.add_parser(
+        "review",
+        help="one Markdown file for a pull request or CML comment: params, metrics, verdict, plots vs a base",
+        description=(
+            "Write the workspace's review against BASE: `dvc params diff --md`, `dvc metrics diff --md`, the "
+            "verdict of `compare BASE workspace` and `dvc plots diff` (image plots embedded, the rest in an "
+            "HTML page beside the file). `make report` runs it."
+        ),
+    )
+    add = review.add_argument
+    add("--base", default="main", metavar="REV", help="git revision or dvc experiment (default: %(default)s)")
+    add("-o", "--output", type=Path, default=Path("review/review.md"), metavar="FILE",
+        help="relative to the repository root; plots go to a plots/ folder beside it (default: %(default)s)")
+    review.set_defaults(handler=run_review)
     return parser
 
 
@@ -274,6 +290,14 @@ def run_check(args: argparse.Namespace) -> int:
     verdict, lines = check(repository_root())
     print("\n".join([verdict, *(f"  {line}" for line in lines)]))
     return 1 if verdict == DIFFERS else 0
+
+
+def run_review(args: argparse.Namespace) -> int:
+    from .revisions import repository_root
+    from .review import write_review
+
+    print(write_review(repository_root(), args.base, args.output))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
