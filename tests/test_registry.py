@@ -62,3 +62,9 @@ def test_register_promote_and_fetch_the_model_as_the_readme_shows(tmp_path):
     run(tmp_path, "dvc", "artifacts", "get", ".", MODEL, "--stage", "prod", "-o", str(tmp_path / "prod.keras"))
     run(tmp_path, "dvc", "artifacts", "get", ".", MODEL, "--rev", "v1.0.0", "-o", str(tmp_path / "v1.keras"))
     assert (tmp_path / "prod.keras").read_text() == (tmp_path / "v1.keras").read_text() == "v1"
+
+
+def test_analytics_and_update_checks_are_left_to_users_and_the_makefile_turns_analytics_off():
+    config = (REPO / ".dvc" / "config").read_text()
+    assert "analytics" not in config and "check_update" not in config  # a user's own choice, not the repo's
+    assert "export DVC_NO_ANALYTICS := 1" in (REPO / "Makefile").read_text().splitlines()
