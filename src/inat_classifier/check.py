@@ -2,8 +2,8 @@
 
 ``identical`` when every output DVC leaves to git and ``dvc.lock`` equal HEAD's and ``dvc status`` is
 clean (so the cached outputs match the lock, hence HEAD's hashes); else ``within tolerance`` when each
-headline metric of each split moved by at most its tolerance and McNemar finds no significant
-difference on the same photos; else ``differs``. Another CPU family or thread count rounds floats
+split's accuracy moved by at most its tolerance (McNemar's verdict on the same photos is shown
+beside it); else ``differs``. Another CPU family or thread count rounds floats
 differently, so training on another machine need not give the same bytes, only the same results.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import yaml
 
 from .comparison import (
-    NO_DIFFERENCE,
     DifferentPhotos,
     SplitComparison,
     compare_runs,
@@ -27,9 +26,10 @@ from .comparison import (
 from .errors import UserError
 from .revisions import WORKSPACE, Revision, git, resolve
 
-# How far a reproduction's headline metrics may stray from the committed ones, per split (inclusive):
-# measured across CPUs, see docs/reproducibility.md.
-TOLERANCE = {"accuracy": 0.05}
+# How far each split's accuracy may stray from the committed run's (inclusive) when another CPU's
+# kernels round differently: about twice the largest move measured over three numerics paths and
+# five seeds (docs/reproducibility.md). The 66 validation photos move most.
+TOLERANCE = {"train": 0.05, "val": 0.15, "test": 0.05}
 IDENTICAL, WITHIN_TOLERANCE, DIFFERS = "identical", "within tolerance", "differs"
 SLACK = 1e-9  # float rounding of differences of 6-decimal metrics, so a tolerance is inclusive
 
@@ -75,16 +75,13 @@ def judge(head: dict, workspace: dict, comparisons: list[SplitComparison]) -> tu
         return DIFFERS, [f"evaluated splits: HEAD {', '.join(splits)}; workspace {reproduced}"]
     within, lines = True, []
     for split in splits:
-        parts = []
-        for metric, tolerance in TOLERANCE.items():
-            if metric not in head[split] or metric not in workspace[split]:
-                raise UserError(f"{split}.{metric} is missing from HEAD's or the workspace's metrics/evaluate.json")
-            before, after = head[split][metric], workspace[split][metric]
-            within &= abs(after - before) <= tolerance + SLACK
-            parts.append(f"{metric} {before:.4f} -> {after:.4f} ({after - before:+.4f}, tolerance {tolerance})")
-        row = compared[split]
-        within &= row.verdict == NO_DIFFERENCE
-        lines.append(f"{split}: {', '.join(parts)}; McNemar p = {row.p_value:.3f}, {row.verdict}")
+        if "accuracy" not in head[split] or "accuracy" not in workspace[split]:
+            raise UserError(f"{split}.accuracy is missing from HEAD's or the workspace's metrics/evaluate.json")
+        before, after, tolerance = head[split]["accuracy"], workspace[split]["accuracy"], TOLERANCE[split]
+        within &= abs(after - before) <= tolerance + SLACK
+        row = compared[split]  # said, not judged: two CPUs' models may truly differ, within the tolerance
+        lines.append(f"{split}: accuracy {before:.4f} -> {after:.4f} ({after - before:+.4f}, tolerance {tolerance}); "
+                     f"McNemar p = {row.p_value:.3f}, {row.verdict}")
     return (WITHIN_TOLERANCE if within else DIFFERS), lines
 
 
