@@ -169,3 +169,9 @@ def test_null_is_off_for_every_optional_setting_and_the_old_spellings_still_work
 def test_null_is_refused_where_a_setting_has_no_off():
     with pytest.raises(ParamsError, match="data.image_size: Input should be a valid integer"):
         parse_params({"data": {"image_size": None}})
+
+
+def test_the_default_top_k_fits_two_classes_but_a_top_k_set_by_hand_must():
+    assert parse_params({"subset": {"num_classes": 2}}).evaluate.top_k == 3  # evaluate uses min(3, classes)
+    with pytest.raises(ParamsError, match=r"evaluate.top_k \(3\) must be <= the number of classes \(2\)"):
+        parse_params({"subset": {"num_classes": 2}, "evaluate": {"top_k": 3}})

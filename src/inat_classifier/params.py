@@ -377,8 +377,9 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":
-        classes = len(self.subset.classes) or self.subset.num_classes
-        if self.evaluate.top_k > classes:
+        classes = len(self.subset.classes or []) or self.subset.num_classes
+        # The default (3) shrinks to fit fewer classes (evaluate stage); a k set by hand must fit.
+        if "top_k" in self.evaluate.model_fields_set and self.evaluate.top_k > classes:
             raise ValueError(f"evaluate.top_k ({self.evaluate.top_k}) must be <= the number of classes ({classes})")
         return self
 
