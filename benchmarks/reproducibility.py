@@ -58,22 +58,17 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
-    parser.add_argument("--numerics", nargs="+", choices=list(NUMERICS), default=list(NUMERICS))
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="params.yaml overrides for every run, e.g. finetune.epochs=16")
-    args = parser.parse_args()
+def measure(seeds: list[int], numerics: list[str], overrides: list[str]) -> dict:
+    """Every seed under every numerics path, in a copy of the working tree per seed."""
     base_env = {key: value for key, value in os.environ.items() if key not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
     base_env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO / "src"))
     runs = []
     with tempfile.TemporaryDirectory(prefix="reproducibility.") as scratch:
-        for seed in args.seeds:
+        for seed in seeds:
             root = Path(scratch) / f"seed-{seed}"
-            copy_repo(root, [*args.overrides, f"seed={seed}"])
+            copy_repo(root, [*overrides, f"seed={seed}"])
             run_stages(root, DATA_STAGES, base_env)
-            for name in args.numerics:
+            for name in numerics:
                 seconds = run_stages(root, TRAINING_STAGES, {**base_env, **NUMERICS[name]})
                 scores = json.loads((root / "metrics" / "evaluate.json").read_text())
                 run = {"seed": seed, "numerics": name, "seconds": seconds}
@@ -84,19 +79,52 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src", "stages", "params.yaml"],
                                 cwd=REPO, capture_output=True, text=True).stdout.strip())
-    report = {
-        "commit": commit + ("+changes" if dirty else ""),
-        "overrides": args.overrides,
+    return {"commit": commit + ("+changes" if dirty else ""), "overrides": overrides, "runs": runs}
+
+
+def committed_interval() -> list[float]:
+    """The committed run's 95% interval of test accuracy: the band every run should land in."""
+    test = json.loads((REPO / "metrics" / "evaluate.json").read_text())["test"]
+    return [test["accuracy_ci_low"], test["accuracy_ci_high"]]
+
+
+def combine(parts: list[dict]) -> dict:
+    """One report of runs made by several invocations (one recipe: same commit and overrides)."""
+    recipes = {(part["commit"], tuple(part["overrides"])) for part in parts}
+    if len(recipes) > 1:
+        raise SystemExit(f"--combine: the reports come from different recipes (commit, overrides): {sorted(recipes)}")
+    runs = [run for part in parts for run in part["runs"]]
+    low, high = committed_interval()
+    test = [run["test_accuracy"] for run in runs]
+    return {
+        **parts[0],
         "runs": runs,
-        "test_accuracy": summary([run["test_accuracy"] for run in runs]),
+        "test_accuracy": summary(test),
+        "committed_interval": [low, high],
+        "inside_committed_interval": sum(low <= value <= high for value in test),
         "test_accuracy_by_numerics": {
-            name: summary([run["test_accuracy"] for run in runs if run["numerics"] == name]) for name in args.numerics
+            name: summary([run["test_accuracy"] for run in runs if run["numerics"] == name])
+            for name in dict.fromkeys(run["numerics"] for run in runs)
         },
         "test_accuracy_by_seed": {
-            seed: summary([run["test_accuracy"] for run in runs if run["seed"] == seed]) for seed in args.seeds
+            seed: summary([run["test_accuracy"] for run in runs if run["seed"] == seed])
+            for seed in dict.fromkeys(run["seed"] for run in runs)
         },
     }
-    print(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--numerics", nargs="+", choices=list(NUMERICS), default=list(NUMERICS))
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params.yaml overrides for every run, e.g. finetune.epochs=16")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
+                        help="run nothing: summarise the runs of earlier reports of this script as one")
+    args = parser.parse_args()
+    parts = ([json.loads(path.read_text()) for path in args.combine] if args.combine
+             else [measure(args.seeds, args.numerics, args.overrides)])
+    print(json.dumps(combine(parts), indent=2))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class SampleSource(Section):
     """The embedded offline dataset: generated, deterministic, learnable (see ``sample.py``)."""
 
     classes: int = Field(6, ge=2, le=6)
-    train_images: int = Field(120, ge=2, description="images of the most frequent class in train")
+    train_images: int = Field(160, ge=2, description="images of the most frequent class in train")
     test_images: int = Field(150, ge=2, description="images of the most frequent class in test")
     rarest_fraction: float = Field(0.7, gt=0.0, le=1.0)
     min_side: int = Field(80, ge=32)
