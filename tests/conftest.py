@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,3 +40,51 @@ def image_factory(tmp_path):
 def pytest_report_header(config):
     """Which numerics path TensorFlow takes in this run (make test runs both)."""
     return f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (the CPU decides)')}"
+
+
+def merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+class Repo:
+    """A git repository to run ``dvc`` and the stages in, with this venv's tools first on PATH."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True)
+        if check and result.returncode:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def dvc(self, *args: str) -> str:
+        result = self.run("dvc", *args)
+        return result.stdout + result.stderr
+
+    def json(self, path: str) -> dict:
+        return json.loads((self.root / path).read_text())
+
+
+def copy_repository(root: Path, params: dict) -> Repo:
+    """The tracked files, without the committed run's results, as a fresh git repo; ``params``
+    merged into params.yaml."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in tracked.splitlines():
+        if name.startswith(("metrics/", "dvclive/")) or name == "dvc.lock":
+            continue  # this copy makes its own
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    merged = merge(yaml.safe_load((root / "params.yaml").read_text()), params)
+    (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    repo = Repo(root)
+    repo.run("git", "init", "-q")
+    repo.run("git", "config", "user.email", "test@example.com")
+    repo.run("git", "config", "user.name", "test")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "copy")
+    return repo

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import write_image
-from inat_classifier.errors import DataError, ParamsError
+from conftest import REPO, copy_repository, write_image
+from inat_classifier.errors import DataError
 from inat_classifier.manifest import COLUMNS, read_manifest, sha256_of
 from inat_classifier.params import parse_params
 from inat_classifier.sources import download
@@ -47,6 +47,25 @@ def test_missing_folder_or_split_is_one_line_naming_the_param(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
-def test_folder_source_needs_a_path():
-    with pytest.raises(ParamsError, match="download: folder.path is required when source is folder"):
-        parse_params({"download": {"source": "folder"}})
+def test_the_default_folder_is_in_the_repository_so_dvc_can_hash_it():
+    path = REPO / parse_params({"download": {"source": "folder"}}).download.folder.path
+    assert path.is_dir() and (path / "README.md").is_file()
+
+
+def test_dvc_notices_a_changed_photo_in_the_folder(tmp_path):
+    repo = copy_repository(tmp_path / "repo", {"download": {"source": "folder"}})
+    photos = repo.root / "data" / "photos"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            write_image(photos / split / cls / "1.jpg", seed=len(cls + split))
+    assert repo.run("git", "status", "--porcelain").stdout == ""  # the photos are DVC's, not git's
+    repo.dvc("repro", "download")
+    manifest = read_manifest(repo.root / "data" / "raw")
+    assert sorted(manifest.path)[0] == "data/photos/test/a/1.jpg"  # relative, as the param says
+    assert "up to date" in repo.dvc("status", "download")
+
+    write_image(photos / "train" / "a" / "1.jpg", seed=99)
+    changed = repo.dvc("status", "download")
+    assert "changed deps" in changed and "data/photos" in changed
+    assert "Running stage 'download'" in repo.dvc("repro", "download")
+    assert sha256_of(repo.root / "data/photos/train/a/1.jpg") in set(read_manifest(repo.root / "data" / "raw").sha256)

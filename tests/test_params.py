@@ -145,8 +145,7 @@ def test_bools_duplicates_and_ineffective_caps_are_refused(raw, expected):
 
 # Every optional setting with its older spelling of off: null must give the same params.
 OLD_OFF_SPELLINGS = {
-    "download": {"archive": {"url": "", "sha256": "", "categories_json": "", "supercategories": []},
-                 "folder": {"path": ""}},
+    "download": {"archive": {"url": "", "sha256": "", "categories_json": "", "supercategories": []}},
     "subset": {"classes": [], "max_per_class": None},
     "data": {"tfrecord_dir": ""},
     "model": {"weights": "none"},
@@ -169,6 +168,11 @@ def test_null_is_off_for_every_optional_setting_and_the_old_spellings_still_work
 def test_null_is_refused_where_a_setting_has_no_off():
     with pytest.raises(ParamsError, match="data.image_size: Input should be a valid integer"):
         parse_params({"data": {"image_size": None}})
+    # dvc.yaml lists the folder as a dependency of download, so it is a folder whatever the source
+    with pytest.raises(ParamsError, match="download.folder.path: Input should be a valid string"):
+        parse_params({"download": {"folder": {"path": None}}})
+    with pytest.raises(ParamsError, match="download.folder.path: String should have at least 1 character"):
+        parse_params({"download": {"folder": {"path": ""}}})
 
 
 def test_the_default_top_k_fits_two_classes_but_a_top_k_set_by_hand_must():

@@ -6,11 +6,7 @@ One module-scoped repro serves every check, since each dvc run imports TensorFlo
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import Repo, copy_repository
 
 pytestmark = pytest.mark.pipeline
 
@@ -30,53 +26,13 @@ TINY = {
 }
 
 
-def merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-class Repo:
-    def __init__(self, root: Path):
-        self.root = root
-        bin_dir = str(Path(sys.executable).parent)
-        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True)
-        if check and result.returncode:
-            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def dvc(self, *args: str) -> str:
-        result = self.run("dvc", *args)
-        return result.stdout + result.stderr
-
-    def json(self, path: str) -> dict:
-        return json.loads((self.root / path).read_text())
-
-
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Repo:
-    root = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in tracked.splitlines():
-        if name.startswith(("metrics/", "dvclive/")) or name == "dvc.lock":
-            continue  # this copy makes its own
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, root / name)
-    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    repo = Repo(root)
-    repo.run("git", "init", "-q")
-    repo.run("git", "config", "user.email", "test@example.com")
-    repo.run("git", "config", "user.name", "test")
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "copy")
+    repo = copy_repository(tmp_path_factory.mktemp("repo"), TINY)
     repo.first_output = repo.dvc("repro")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "first run")

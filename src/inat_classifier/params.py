@@ -153,11 +153,13 @@ class ArchiveSource(Section):
 
 
 class FolderSource(Section):
-    """A local directory with ``train/<class>/*`` and ``test/<class>/*``, used in place."""
+    """A local directory with ``train/<class>/*`` and ``test/<class>/*``, used in place.
 
-    path: OffText = ""
+    dvc.yaml lists ``path`` among download's deps, so it must name a folder whatever the source:
+    DVC then hashes its files and a changed photo reruns download (and what follows).
+    """
 
-
+    path: str = Field("data/photos", min_length=1, description="the folder; a DVC dependency of download")
 
 
 # Pillow's own decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS): a larger cap would have no effect.
@@ -180,8 +182,6 @@ class Download(Section):
             for key, what in (("url", "an http(s)/file:// URL or a path"), ("sha256", "its sha256 digest")):
                 if not getattr(self.archive, key):
                     raise ValueError(f"archive.{key} is required when source is archive ({what})")
-        if self.source == "folder" and not self.folder.path:
-            raise ValueError("folder.path is required when source is folder (a directory with train/ and test/)")
         return self
 
 

@@ -2,7 +2,8 @@
 
 Nothing is copied: the manifest points into the folder. Every file is still decoded once, so an
 unreadable or non-image file is skipped and listed in the report instead of failing training later.
-The folder is not a DVC dependency: after changing its contents, rerun with ``dvc exp run -f``.
+dvc.yaml lists the folder among download's deps, so DVC hashes its files and a changed, added or
+removed photo reruns download and whatever its manifest changes.
 """
 
 from __future__ import annotations
