@@ -104,7 +104,8 @@ def measure_phases(root: Path) -> dict:
     os.chdir(root)
     import tensorflow as tf
 
-    from inat_classifier.dataset import batches, load_split, read_classes
+    from inat_classifier.classnames import subset_classes
+    from inat_classifier.dataset import batches, load_split
     from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
     from inat_classifier.model import build_classifier, unfreeze
     from inat_classifier.params import load_params
@@ -113,7 +114,7 @@ def measure_phases(root: Path) -> dict:
     params = load_params()
     make_deterministic(params.seed)
     jit_compile = use_device(params.train)
-    classes, size, batch = read_classes(), params.data.image_size, params.data.batch_size
+    classes, size, batch = subset_classes(), params.data.image_size, params.data.batch_size
     train, val = load_split("train", params), load_split("val", params)
     images = tf.constant(train.pixels[:batch].astype("float32"))
     labels = tf.constant(train.labels[:batch])

@@ -4,11 +4,12 @@ from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-from inat_classifier.dataset import batches, images_only, load_split, read_classes
+from inat_classifier.classnames import save_beside, subset_classes
+from inat_classifier.dataset import batches, images_only, load_split
 from inat_classifier.distribute import chief_file, is_chief, leave_together, strategy_for
+from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
 from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
 from inat_classifier.params import Params
-from inat_classifier.predict import save_class_names
 from inat_classifier.training import (
     class_weights,
     compile_model,
@@ -19,9 +20,6 @@ from inat_classifier.training import (
     use_device,
 )
 
-HEAD = "models/head.keras"
-
-
 def main(params: Params) -> None:
     make_deterministic(params.seed)
     jit_compile = use_device(params.train)
@@ -29,9 +27,9 @@ def main(params: Params) -> None:
     config = params.finetune
     batchnorm_trains = config.batchnorm_trains(params.model)
     train, val = load_split("train", params), load_split("val", params)
-    with strategy.scope(), chief_file(strategy, HEAD) as head:  # the chief's head.keras, on every worker
+    with strategy.scope(), chief_file(strategy, HEAD_MODEL) as head:  # the chief's head.keras, on every worker
         model = under_current_policy(load_model(head), params.model)
-        stamp = fingerprint(params, head, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
+        stamp = fingerprint(params, head, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     model = unfreeze(model, config.unfrozen_layers(params.model), batchnorm_trains)
     train_data = batches(train, params, shuffle=True, augment=True)
     compile_model(model, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
@@ -50,8 +48,8 @@ def main(params: Params) -> None:
         # Moving statistics lag weights that changed fast; match them to the final weights.
         recalibrate_batchnorm(model, images_only(train, params))
     if is_chief(strategy):  # every worker holds these weights; one writes them
-        save_model(model, "models/model.keras")
-        save_class_names("models/model.keras", read_classes())  # so predict needs nothing but the model
+        save_model(model, MODEL)
+        save_beside(MODEL, subset_classes())  # so predict needs nothing but the model
     leave_together(strategy)
 
 

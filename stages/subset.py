@@ -9,10 +9,12 @@ from dataclasses import asdict
 import pandas as pd
 
 from inat_classifier.atomic import atomic_dir, write_csv, write_json
+from inat_classifier.classnames import write_class_names
+from inat_classifier.layout import CLASSES_FILE, SUBSET_DIR, SUBSET_METRICS
 from inat_classifier.manifest import read_manifest
 from inat_classifier.params import Params
 from inat_classifier.records import DEFAULT_DIR, write_index, write_split
-from inat_classifier.subset import CLASSES_FILE, DUPLICATE_COLUMNS, SUBSET_DIR, balance_summary, make_subset
+from inat_classifier.subset import DUPLICATE_COLUMNS, balance_summary, make_subset
 
 
 def main(params: Params) -> None:
@@ -23,12 +25,12 @@ def main(params: Params) -> None:
     with atomic_dir(SUBSET_DIR) as out:
         for split, frame in subset.splits.items():
             write_csv(out / f"{split}.csv", frame)
-        write_json(out / CLASSES_FILE, subset.classes)
+        write_class_names(out / CLASSES_FILE, subset.classes)
         write_json(out / "skipped.json", subset.skipped)
         write_csv(out / "duplicates.csv", pd.DataFrame([asdict(d) for d in subset.duplicates], columns=DUPLICATE_COLUMNS))
         if params.data.format == "tfrecord":  # decoded and resized once, for every later stage
             write_shards(out, subset.splits, params)
-    write_json("metrics/subset.json", summary)
+    write_json(SUBSET_METRICS, summary)
     print(f"classes: {', '.join(subset.classes)}")
     print(" ".join(f"{split}={summary[split]['images']}" for split in subset.splits))
     for copy in subset.duplicates:

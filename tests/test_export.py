@@ -26,7 +26,7 @@ from inat_classifier.export import (  # noqa: E402
     tflite_runner,
 )
 from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.predict import save_class_names  # noqa: E402
+from inat_classifier.classnames import save_beside as save_class_names  # noqa: E402
 
 TEST_IMAGES = 16
 

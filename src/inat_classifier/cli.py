@@ -16,9 +16,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-DEFAULT_MODEL = Path("models/model.keras")  # relative to the project root (the folder with dvc.yaml)
-DEFAULT_EXPORT_DIR = Path("models/export")
-DEFAULT_EXPORT_METRICS = Path("metrics/export.json")
+from .layout import EXPORT_DIR as DEFAULT_EXPORT_DIR
+from .layout import EXPORT_METRICS as DEFAULT_EXPORT_METRICS
+from .layout import MODEL as DEFAULT_MODEL  # relative to the project root (the folder with dvc.yaml)
 
 
 def _probability(text: str) -> float:
@@ -202,9 +202,9 @@ def _require_model(path: Path) -> None:
 
 
 def _class_names(args: argparse.Namespace) -> list[str]:
-    from .predict import load_class_names, read_class_names
+    from .classnames import load_beside, read_class_names
 
-    return read_class_names(args.classes) if args.classes else load_class_names(args.model)
+    return read_class_names(args.classes) if args.classes else load_beside(args.model)
 
 
 def run_predict(args: argparse.Namespace) -> int:

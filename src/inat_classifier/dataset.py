@@ -15,7 +15,6 @@ would have seen. Augmentation runs on whole uint8 batches and overlaps the train
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,12 +28,11 @@ import tensorflow as tf
 from .augment import build_augmenter
 from .errors import DataError
 from .images import load_many
+from .layout import DISK_CACHE_DIR, SUBSET_DIR, split_file
 from .params import Data, Params
 from .records import Records, open_split, parse
-from .subset import CLASSES_FILE, SUBSET_DIR
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
-DISK_CACHE_DIR = Path("data/cache")
 # A training-mode forward pass of EfficientNetB0 holds about this much per input pixel of each image
 # (measured: 103 MB an image at 224 px, benchmarks/memory.py); the BatchNormalization pass keeps to
 # STATISTICS_BUDGET with batches of at most STATISTICS_MOST images.
@@ -100,13 +98,6 @@ class Batches:
         return data.apply(tf.data.experimental.assert_cardinality(self.steps(replicas))).prefetch(tf.data.AUTOTUNE)
 
 
-def read_classes(subset_dir: Path = SUBSET_DIR) -> list[str]:
-    path = Path(subset_dir) / CLASSES_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run the subset stage first (dvc repro subset)")
-    return json.loads(path.read_text())
-
-
 def fits_in_memory(images: int, size: int) -> bool:
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return images * size * size * 3 <= MEMORY_SHARE * physical
@@ -124,7 +115,7 @@ def _disk_array(images: int, size: int) -> np.ndarray:
 
 
 def load_split(name: str, params: Params, subset_dir: Path = SUBSET_DIR) -> Split:
-    path = Path(subset_dir) / f"{name}.csv"
+    path = split_file(name, subset_dir)
     if not path.is_file():
         raise DataError(f"{path}: missing; run the subset stage first (dvc repro subset)")
     frame = pd.read_csv(path, dtype={"path": str, "label": np.int32, "class_name": str}, keep_default_na=False)

@@ -13,7 +13,6 @@ so it must be new, empty or hold nothing but a previous export's files (never ``
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_dir
+from .classnames import write_class_names
 from .errors import UserError
 
 SAVED_MODEL = "saved_model"
@@ -80,7 +80,7 @@ def export_model(
             (tmp / filename).write_bytes(flat)
             runners[name] = (len(flat), tflite_runner(flat))
         if class_names is not None:
-            (tmp / CLASSES_JSON).write_text(json.dumps(list(class_names), indent=2) + "\n")
+            write_class_names(tmp / CLASSES_JSON, class_names)
         for name, (size, run) in runners.items():
             probs = run_batched(run, pixels, batch_size)
             where = out_dir / (SAVED_MODEL if name == SAVED_MODEL else TFLITE_FILES[name])

@@ -13,10 +13,10 @@ import pandas as pd
 
 from .atomic import write_csv, write_json
 from .errors import DataError
+from .layout import MANIFEST_FILE as MANIFEST
+from .layout import RAW_DIR
+from .layout import RAW_REPORT_FILE as REPORT
 
-RAW_DIR = Path("data/raw")
-MANIFEST = "manifest.csv"
-REPORT = "report.json"
 COLUMNS = [
     "path",
     "split",
@@ -31,7 +31,6 @@ COLUMNS = [
     "width",
     "height",
 ]
-SPLITS = ("train", "test")
 CREDIT_COLUMNS = ["license", "attribution", "url"]
 OBSERVATION_URL = "https://www.inaturalist.org/observations/{}"
 # docs/data-sources.md: the iNat competitions allow non-commercial research only and forbid

@@ -7,7 +7,6 @@ from the training year only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,8 +17,6 @@ from .errors import DataError
 from .images import ImageError, open_rgb
 from .params import Params
 
-SUBSET_DIR = Path("data/subset")
-CLASSES_FILE = "classes.json"
 SPLIT_COLUMNS = ["path", "label", "class_name"]
 DUPLICATE_COLUMNS = ["kept_split", "kept_path", "dropped_split", "dropped_path", "distance", "kind"]
 

@@ -6,13 +6,10 @@ from pathlib import Path
 
 from ..atomic import atomic_dir
 from ..http import HttpSettings
-from ..manifest import RAW_DIR, write_manifest
+from ..layout import DOWNLOAD_DIR, RAW_DIR
+from ..manifest import write_manifest
 from ..params import Params
 from . import archive, folder, inaturalist, sample
-
-# Downloads and extractions that must survive DVC deleting data/raw before the stage reruns:
-# finished files here are never fetched again. Safe to delete (everything is fetched anew).
-DOWNLOAD_DIR = Path("data/downloads")
 
 
 def download(
