@@ -36,9 +36,9 @@ def main(params: Params) -> None:
     manifest = read_manifest()
     for name in SPLITS:  # dvc.yaml declares every file of each, evaluated or not
         if name in params.evaluate.splits:
-            split = load_split(name, params)
+            split = load_split(name, params.data)
             labels, paths = split.labels, split.paths
-            ordered = batches(split, params, shuffle=False, augment=False).dataset
+            ordered = batches(split, params.data, params.seed, shuffle=False).dataset
             probs = model.predict(ordered, verbose=0)
             # float32 softmax rows sum to 1 only to float32 precision; scikit-learn checks at float64's
             probs = probs.astype(np.float64)
@@ -70,7 +70,7 @@ def main(params: Params) -> None:
         worst_drawn, message = worst.iloc[:0], f"{len(worst)} photos not drawn: their terms forbid it (see evaluate.md)"
     else:
         worst_drawn = worst
-    draw_gallery(worst_drawn, "reports/worst_test.png", params.download.max_pixels, empty_message=message)
+    draw_gallery(worst_drawn, "reports/worst_test.png", params.data.max_pixels, empty_message=message)
     summary = json.loads(SUBSET_METRICS.read_text())
     report = render_report(reports, top_k, worst if tested else None, "worst_test.png", summary, forbidden)
     write_text("reports/evaluate.md", report)

@@ -12,13 +12,13 @@ from inat_classifier.atomic import atomic_dir, write_csv, write_json
 from inat_classifier.classnames import write_class_names
 from inat_classifier.layout import CLASSES_FILE, SUBSET_DIR, SUBSET_METRICS
 from inat_classifier.manifest import read_manifest
-from inat_classifier.params import Params
+from inat_classifier.params import Data, Params
 from inat_classifier.records import DEFAULT_DIR, write_index, write_split
 from inat_classifier.subset import DUPLICATE_COLUMNS, balance_summary, make_subset
 
 
 def main(params: Params) -> None:
-    subset = make_subset(read_manifest(), params)
+    subset = make_subset(read_manifest(), params.subset, params.data.max_pixels, params.seed)
     for problem in subset.skipped:
         print(f"skipped: {problem}")
     summary = balance_summary(subset)
@@ -29,7 +29,7 @@ def main(params: Params) -> None:
         write_json(out / "skipped.json", subset.skipped)
         write_csv(out / "duplicates.csv", pd.DataFrame([asdict(d) for d in subset.duplicates], columns=DUPLICATE_COLUMNS))
         if params.data.format == "tfrecord":  # decoded and resized once, for every later stage
-            write_shards(out, subset.splits, params)
+            write_shards(out, subset.splits, params.data)
     write_json(SUBSET_METRICS, summary)
     print(f"classes: {', '.join(subset.classes)}")
     print(" ".join(f"{split}={summary[split]['images']}" for split in subset.splits))
@@ -40,13 +40,12 @@ def main(params: Params) -> None:
         print(f"{len(subset.duplicates)} cross-split duplicates {action}; listed in {SUBSET_DIR}/duplicates.csv")
 
 
-def write_shards(out, splits: dict[str, pd.DataFrame], params: Params) -> None:
-    data = params.data
+def write_shards(out, splits: dict[str, pd.DataFrame], data: Data) -> None:
     directory = data.tfrecord_dir or DEFAULT_DIR
     location = directory if data.tfrecord_dir else str(out / DEFAULT_DIR)
     shards = {
         split: write_split(location, split, frame["path"].tolist(), frame["label"].tolist(), data.image_size,
-                           data.shard_size, params.download.max_pixels)
+                           data.shard_size, data.max_pixels)
         for split, frame in splits.items()
     }
     counts = {split: len(frame) for split, frame in splits.items()}

@@ -42,7 +42,7 @@ def _positive(text: str) -> int:
 
 
 def _pixel_cap(text: str) -> int:
-    from .params import PILLOW_MAX_PIXELS
+    from .images import PILLOW_MAX_PIXELS
 
     value = _positive(text)
     if value > PILLOW_MAX_PIXELS:
@@ -74,6 +74,8 @@ MODEL_HELP = f"a .keras model (default: {DEFAULT_MODEL} in the project around th
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .images import DEFAULT_MAX_PIXELS
+
     parser = argparse.ArgumentParser(
         prog="inat-classifier",
         description="Use the trained species classifier on photos, export it, or compare and check runs.",
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--output", metavar="FILE",
         help="write here instead of stdout (a regular file is replaced atomically; /dev/stdout or a pipe is written to)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
-    add("--max-pixels", type=_pixel_cap, metavar="N", help="skip images larger than this (default: 50000000)")
+    add("--max-pixels", type=_pixel_cap, metavar="N", help=f"skip images larger than this (default: {DEFAULT_MAX_PIXELS})")
     add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
     predict.set_defaults(handler=run_predict)
 
@@ -264,7 +266,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{args.model} takes {size} px images but data.image_size is {params.data.image_size}; pass --images"
             )
-        pixels = load_split("test", params).pixels
+        pixels = load_split("test", params.data).pixels
     report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=args.model)
     write_json(args.metrics, report)
     print(summary(report), file=sys.stderr)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import yaml
 
 from .evaluation import wilson_interval
+from .model import batchnorm_trains, unfrozen_layers
 from .params import Params, Phase
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -186,7 +187,7 @@ def _training_data(
 
 def _recipe(params: Params) -> str:
     finetune = params.finetune
-    bn = "train" if finetune.batchnorm_trains(params.model) else "stay frozen (inference mode)"
+    bn = "train" if batchnorm_trains(finetune, params.model) else "stay frozen (inference mode)"
     stopping = (
         f", early stopping on validation loss after {finetune.early_stopping_patience} epochs without improvement"
         if finetune.early_stopping_patience
@@ -202,7 +203,7 @@ def _recipe(params: Params) -> str:
         f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {_rate(params.train_head)} "
         f"for {params.train_head.epochs} epochs, batch size {params.data.batch_size}, sparse categorical "
         f"cross-entropy; {_feature_cache(params.train_head.feature_cache)}.",
-        f"3. Fine-tuning: base unfrozen (`{finetune.unfrozen_layers(params.model)}` layers), BatchNormalization layers {bn}; Adam at "
+        f"3. Fine-tuning: base unfrozen (`{unfrozen_layers(finetune, params.model)}` layers), BatchNormalization layers {bn}; Adam at "
         f"{_rate(finetune)} for {finetune.epochs} epochs{stopping}.",
         f"4. Augmentation while training: rotation {augment.rotation} degrees, shifts {augment.width_shift} / "
         f"{augment.height_shift}, shear {augment.shear}, zoom {augment.zoom}, horizontal flip "
