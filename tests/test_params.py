@@ -82,7 +82,6 @@ def test_a_weights_file_that_exists_is_accepted(tmp_path, monkeypatch):
     assert parse_params({"model": {"weights": "w.weights.h5"}}).model.pretrained
 
 
-
 def test_invalid_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("seed: [1, 2\n")

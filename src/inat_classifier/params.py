@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, S
 
 from .errors import ParamsError
 from .images import DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
+from .layout import SPLITS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -58,8 +59,8 @@ class SampleSource(Section):
 
 
 # Photo licence codes as the iNaturalist API writes them (null there means all rights reserved).
-LICENSE_CODES = ("cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd")
 LicenseCode = Literal["cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd"]
+LICENSE_CODES: tuple[str, ...] = get_args(LicenseCode)
 # Swainson's and Hermit Thrush look alike (the hard pair); raccoon tracks are the paw-print problem.
 DEFAULT_TAXA = ("Catharus ustulatus", "Catharus guttatus", "Procyon lotor", "Sciurus carolinensis")
 INATURALIST_API = "https://api.inaturalist.org/v1"
@@ -249,9 +250,6 @@ class Augment(Section):
         return value
 
 
-BACKBONES = ("EfficientNetB0",)
-
-
 class ModelParams(Section):
     backbone: Literal["EfficientNetB0"] = "EfficientNetB0"
     weights: Annotated[str, _off("none")] = Field("none", description="imagenet | none | path to a weights file")
@@ -338,11 +336,11 @@ class Finetune(Phase):
         return value
 
 
-Split = Literal["train", "val", "test"]
+SplitName = Literal["train", "val", "test"]  # layout.SPLITS
 
 
 class Evaluate(Section):
-    splits: list[Split] = Field(default_factory=lambda: ["train", "val", "test"], min_length=1)
+    splits: list[SplitName] = Field(default_factory=lambda: list(SPLITS), min_length=1)
     top_k: int = Field(3, ge=1, description="top-k accuracy; 3 is the iNat competition's metric")
 
 
@@ -380,10 +378,6 @@ class Params(Section):
         if "top_k" in self.evaluate.model_fields_set and self.evaluate.top_k > classes:
             raise ValueError(f"evaluate.top_k ({self.evaluate.top_k}) must be <= the number of classes ({classes})")
         return self
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.subset.classes) or self.subset.num_classes
 
 
 def _describe(error: dict) -> str:

@@ -227,4 +227,3 @@ def write_output(text: str, output: str | Path | None, stream: TextIO | None = N
 def report_problems(problems: Sequence[str], stream: TextIO | None = None) -> None:
     for problem in problems:
         print(f"skipped: {problem}", file=stream or sys.stderr)
-
