@@ -72,7 +72,7 @@ def main(params: Params) -> None:
         worst_drawn = worst
     draw_gallery(worst_drawn, "reports/worst_test.png", params.data.max_pixels, empty_message=message)
     summary = json.loads(SUBSET_METRICS.read_text())
-    report = render_report(reports, top_k, worst if tested else None, "worst_test.png", summary, forbidden)
+    report = render_report(reports, worst if tested else None, "worst_test.png", summary, forbidden)
     write_text("reports/evaluate.md", report)
     scored = {name: results[name] for name in SPLITS if name in results}
     write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))

@@ -123,7 +123,7 @@ def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monk
     def fake_export(model, out_dir, pixels, class_names, batch_size, model_path=None):
         seen.update(out_dir=out_dir, images=len(pixels), names=class_names, size=pixels.shape[1])
         entry = {"path": "x", "size_bytes": 1, "top1_agreeing": 0, "top1_agreement": 0.5}
-        return {"images": len(pixels), **{name: entry for name in export_module.FORMATS}}
+        return {"images": len(pixels), **{name: entry for name in export_module.EXPORT_FORMATS}}
 
     monkeypatch.setattr(export_module, "export_model", fake_export)
     write_picture(tmp_path / "photos" / "a.jpg", 0, seed=1)

@@ -25,7 +25,7 @@ from .errors import UserError
 
 SAVED_MODEL = "saved_model"
 TFLITE_FILES = {"tflite_float16": "model_float16.tflite", "tflite_int8": "model_int8.tflite"}
-FORMATS = (SAVED_MODEL, *TFLITE_FILES)
+EXPORT_FORMATS = (SAVED_MODEL, *TFLITE_FILES)
 CLASSES_JSON = "classes.json"
 MIN_AGREEMENT = 0.99
 # Formats that must agree with the Keras model on at least MIN_AGREEMENT of the images. Dynamic-range
@@ -178,7 +178,7 @@ def summary(report: dict) -> str:
     """One line for the console: sizes and agreement of each format."""
     parts = [
         f"{name} {report[name]['size_bytes'] / 1e6:.1f} MB, top-1 agreement {report[name]['top1_agreement']:.2%}"
-        for name in FORMATS
+        for name in EXPORT_FORMATS
     ]
     return f"checked on {report['images']} images: " + "; ".join(parts)
 

@@ -32,7 +32,7 @@ from .errors import UserError
 from .images import DEFAULT_MAX_PIXELS, load_many
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
-FORMATS = ("table", "csv", "json")
+OUTPUT_FORMATS = ("table", "csv", "json")
 _DIGITS = 6
 
 
@@ -175,7 +175,7 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return json.dumps(frame.to_dict(orient="records"), indent=2, allow_nan=False) + "\n"
     if fmt == "table":
         return _aligned(frame) if len(frame) else "no images classified\n"
-    raise UserError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    raise UserError(f"unknown format '{fmt}' (choose from {', '.join(OUTPUT_FORMATS)})")
 
 
 def _aligned(frame: pd.DataFrame) -> str:
