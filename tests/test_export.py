@@ -114,6 +114,31 @@ def test_an_export_that_disagrees_is_refused_after_the_report():
         check_agreement({"images": 200, "saved_model": good, "tflite_float16": {"top1_agreement": 0.985}})
 
 
+def test_the_default_images_stream_from_tfrecord_shards(workspace, tmp_path, monkeypatch, report):
+    """data.format: tfrecord keeps no decoded pixels in memory: the test split is read from its shards."""
+    from inat_classifier.records import write_index, write_split
+
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    for name in ("model.keras", "model.classes.json"):
+        (root / "models" / name).write_bytes((workspace / "models" / name).read_bytes())
+    frame = pd.read_csv(workspace / "data" / "subset" / "test.csv")
+    frame = frame[frame.path != "data/raw/bad.jpg"]
+    frame["path"] = [str(workspace / path) for path in frame.path]
+    subset = root / "data" / "subset"
+    subset.mkdir(parents=True)
+    frame.to_csv(subset / "test.csv", index=False)
+    shards = write_split(str(subset / "tfrecord"), "test", frame.path.tolist(), frame.label.tolist(), 32, 5, 10**6)
+    write_index(subset, {"test": shards}, "tfrecord", {"test": len(frame)}, 32, 5)
+    (root / "params.yaml").write_text("data:\n  image_size: 32\n  batch_size: 8\n  format: tfrecord\n  shard_size: 5\n")
+    monkeypatch.chdir(root)
+    assert main(["export"]) == 0
+    streamed = json.loads((root / "metrics" / "export.json").read_text())
+    assert streamed["images"] == TEST_IMAGES
+    for name in ("saved_model", "tflite_float16"):  # the very pixels the files path decoded
+        assert streamed[name]["max_probability_difference"] == report[name]["max_probability_difference"]
+
+
 def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monkeypatch, capsys):
     """The command's wiring, with the (slow, already tested) export replaced by a stand-in."""
     import inat_classifier.export as export_module

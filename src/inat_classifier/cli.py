@@ -266,12 +266,26 @@ def run_export(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{args.model} takes {size} px images but data.image_size is {params.data.image_size}; pass --images"
             )
-        pixels = load_split("test", params.data).pixels
+        pixels = _test_pixels(params)
     report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=args.model)
     write_json(args.metrics, report)
     print(summary(report), file=sys.stderr)
     check_agreement(report)
     return 0
+
+
+def _test_pixels(params) -> "np.ndarray":
+    """The test split's uint8 pixels: decoded from the photos, or read from the subset's shards
+    (``data.format: tfrecord``), a batch at a time, in the split's order."""
+    import numpy as np
+
+    from .dataset import batches, load_split
+
+    split = load_split("test", params.data)
+    if split.pixels is not None:
+        return split.pixels
+    ordered = batches(split, params.data, params.seed, shuffle=False).dataset
+    return np.concatenate([images.numpy().astype(np.uint8) for images, _ in ordered])
 
 
 def run_compare(args: argparse.Namespace) -> int:
