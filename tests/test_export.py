@@ -139,6 +139,20 @@ def test_the_default_images_stream_from_tfrecord_shards(workspace, tmp_path, mon
         assert streamed[name]["max_probability_difference"] == report[name]["max_probability_difference"]
 
 
+def test_the_pipelines_figures_are_refused_for_a_model_dvc_lock_does_not_pin(workspace, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  finetune:\n    outs:\n    - path: models/model.keras\n"
+                                   "      md5: 0123456789abcdef0123456789abcdef\n")
+    (root / "models" / "model.keras").write_bytes((workspace / "models" / "model.keras").read_bytes())
+    monkeypatch.chdir(root)
+    assert main(["export"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "is not the model dvc.lock pins" in err
+    assert not (root / "metrics").exists()
+
+
 def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monkeypatch, capsys):
     """The command's wiring, with the (slow, already tested) export replaced by a stand-in."""
     import inat_classifier.export as export_module

@@ -239,8 +239,27 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_locked_model(model: Path, metrics: Path) -> None:
+    """``metrics/export.json`` is the pipeline's record: refuse to write it for a model other than the one
+    dvc.lock pins (an older run's, or an experiment not committed), or it would describe the wrong model."""
+    import hashlib
+
+    import yaml
+
+    root = project_path(Path(".")).resolve()
+    lock = root / "dvc.lock"
+    if metrics.resolve() != (root / DEFAULT_EXPORT_METRICS).resolve() or not lock.is_file():
+        return
+    outs = [out for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values() for out in stage.get("outs", [])]
+    pinned = next((out.get("md5") for out in outs if out.get("path") == DEFAULT_MODEL.as_posix()), None)
+    if pinned and hashlib.md5(model.read_bytes()).hexdigest() != pinned:
+        raise UserError(f"{model} is not the model dvc.lock pins ({DEFAULT_MODEL}, md5 {pinned[:8]}...): run `dvc repro` "
+                        f"or `dvc checkout` first, or write the figures elsewhere with --metrics FILE")
+
+
 def run_export(args: argparse.Namespace) -> int:
     _require_model(args.model)
+    _require_locked_model(args.model, args.metrics)
     from .atomic import write_json
     from .export import check_agreement, check_output_dir, export_model, summary
     from .model import load_model
