@@ -286,7 +286,8 @@ def run_export(args: argparse.Namespace) -> int:
                 f"{args.model} takes {size} px images but data.image_size is {params.data.image_size}; pass --images"
             )
         pixels = _test_pixels(params)
-    report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=args.model)
+    shown = args.model.relative_to(Path.cwd()) if args.model.is_relative_to(Path.cwd()) else args.model  # as dvc.yaml names it
+    report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=shown)
     write_json(args.metrics, report)
     print(summary(report), file=sys.stderr)
     check_agreement(report)
