@@ -66,7 +66,8 @@ test: install
 	TF_ENABLE_ONEDNN_OPTS=1 python -m pytest -n 2 --dist loadfile
 	TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -n 2 --dist loadfile $(NUMERICS_TESTS)
 
-# SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run)
+# SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run);
+# metrics/export.json is refused for a model other than the one dvc.lock pins
 export: install
 	inat-classifier export
 

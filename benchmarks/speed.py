@@ -104,21 +104,22 @@ def measure_phases(root: Path) -> dict:
     os.chdir(root)
     import tensorflow as tf
 
-    from inat_classifier.dataset import batches, load_split, read_classes
+    from inat_classifier.classnames import subset_classes
+    from inat_classifier.dataset import batches, load_split
     from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
-    from inat_classifier.model import build_classifier, unfreeze
+    from inat_classifier.model import batchnorm_trains, build_classifier, unfreeze, unfrozen_layers
     from inat_classifier.params import load_params
     from inat_classifier.training import compile_model, make_deterministic, use_device
 
     params = load_params()
     make_deterministic(params.seed)
     jit_compile = use_device(params.train)
-    classes, size, batch = read_classes(), params.data.image_size, params.data.batch_size
-    train, val = load_split("train", params), load_split("val", params)
+    classes, size, batch = subset_classes(), params.data.image_size, params.data.batch_size
+    train, val = load_split("train", params.data), load_split("val", params.data)
     images = tf.constant(train.pixels[:batch].astype("float32"))
     labels = tf.constant(train.labels[:batch])
-    augmented = batches(train, params, shuffle=True, augment=True)
-    plain_val = batches(val, params, shuffle=False, augment=False)
+    augmented = batches(train, params.data, params.seed, shuffle=True, augment=params.augment)
+    plain_val = batches(val, params.data, params.seed, shuffle=False)
     image_pipeline = pipeline_rate(augmented)
 
     def rates(model, train_batches, val_batches, learning_rate=1e-4, fixed_batch=images) -> dict:
@@ -136,9 +137,9 @@ def measure_phases(root: Path) -> dict:
     base = classifier.get_layer("efficientnetb0")
     extraction = per_second(lambda: base.predict_on_batch(images), batch)
     views = params.train_head.feature_cache or 1
-    features = base_features(classifier, train, params, views)
-    cached_train = feature_batches(features, train.labels, params, shuffle=True)
-    cached_val = feature_batches(base_features(classifier, val, params, 1), val.labels, params, shuffle=False)
+    features = base_features(classifier, train, params.data, params.seed, params.augment, views)
+    cached_train = feature_batches(features, train.labels, params.data, params.seed, shuffle=True)
+    cached_val = feature_batches(base_features(classifier, val, params.data, params.seed, params.augment, 1), val.labels, params.data, params.seed, shuffle=False)
     head = head_model(classifier)
     out["frozen_feature_cache"] = {
         "pipeline": pipeline_rate(cached_train),
@@ -148,9 +149,9 @@ def measure_phases(root: Path) -> dict:
     }
 
     config = params.finetune
-    settings = {"finetune_default": config.unfrozen_layers(params.model), "finetune_all": "all"}
+    settings = {"finetune_default": unfrozen_layers(config, params.model), "finetune_all": "all"}
     for name, layers in settings.items():
-        tuned = unfreeze(fresh(), layers, config.batchnorm_trains(params.model))
+        tuned = unfreeze(fresh(), layers, batchnorm_trains(config, params.model))
         out[name] = {"unfrozen_layers": layers, "pipeline": image_pipeline, **rates(tuned, augmented, plain_val)}
     out["train_images"] = int(len(train))
     return out

@@ -53,7 +53,7 @@ def stream(files: list[str], images: int, args: argparse.Namespace) -> dict:
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"images": images, "shards": len(files), "peak_rss_mb_before_streaming": round(baseline_mb)}
     for augment in (False, True):
-        data = batches(split, params, shuffle=True, augment=augment)
+        data = batches(split, params.data, params.seed, shuffle=True, augment=params.augment if augment else None)
         data.set_epoch(1)
         start, seen = time.perf_counter(), 0
         for _, labels in data.dataset:

@@ -7,12 +7,11 @@ from inat_classifier import stage
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
 import json
-from pathlib import Path
-
 import numpy as np
 
 from inat_classifier.atomic import write_csv, write_json, write_text
-from inat_classifier.dataset import batches, load_split, read_classes
+from inat_classifier.classnames import subset_classes
+from inat_classifier.dataset import batches, load_split
 from inat_classifier.evaluation import (
     confusion_rows,
     most_confused_pairs,
@@ -22,26 +21,24 @@ from inat_classifier.evaluation import (
     reliability_rows,
     split_metrics,
 )
+from inat_classifier.layout import MODEL, SPLITS, SUBSET_METRICS
 from inat_classifier.manifest import photo_credits, read_manifest, read_report, showing_forbidden
 from inat_classifier.model import load_model
 from inat_classifier.model_card import render_model_card
 from inat_classifier.params import Params
 from inat_classifier.report import SplitReport, draw_gallery, render_report, worst_misclassified
 
-SPLITS = ("train", "val", "test")  # dvc.yaml declares every file of each, evaluated or not
-
-
 def main(params: Params) -> None:
-    classes = read_classes()
-    model = load_model("models/model.keras")
+    classes = subset_classes()
+    model = load_model(MODEL)
     top_k = min(params.evaluate.top_k, len(classes))  # the default, 3, with 2 classes: 2
     results, reports = {}, {}
     manifest = read_manifest()
-    for name in SPLITS:
+    for name in SPLITS:  # dvc.yaml declares every file of each, evaluated or not
         if name in params.evaluate.splits:
-            split = load_split(name, params)
+            split = load_split(name, params.data)
             labels, paths = split.labels, split.paths
-            ordered = batches(split, params, shuffle=False, augment=False).dataset
+            ordered = batches(split, params.data, params.seed, shuffle=False).dataset
             probs = model.predict(ordered, verbose=0)
             # float32 softmax rows sum to 1 only to float32 precision; scikit-learn checks at float64's
             probs = probs.astype(np.float64)
@@ -73,9 +70,9 @@ def main(params: Params) -> None:
         worst_drawn, message = worst.iloc[:0], f"{len(worst)} photos not drawn: their terms forbid it (see evaluate.md)"
     else:
         worst_drawn = worst
-    draw_gallery(worst_drawn, "reports/worst_test.png", params.download.max_pixels, empty_message=message)
-    summary = json.loads(Path("metrics/subset.json").read_text())
-    report = render_report(reports, top_k, worst if tested else None, "worst_test.png", summary, forbidden)
+    draw_gallery(worst_drawn, "reports/worst_test.png", params.data.max_pixels, empty_message=message)
+    summary = json.loads(SUBSET_METRICS.read_text())
+    report = render_report(reports, worst if tested else None, "worst_test.png", summary, forbidden)
     write_text("reports/evaluate.md", report)
     scored = {name: results[name] for name in SPLITS if name in results}
     write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))

@@ -4,11 +4,21 @@ from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-from inat_classifier.dataset import batches, images_only, load_split, read_classes
+from inat_classifier.classnames import save_beside, subset_classes
+from inat_classifier.dataset import batches, images_only, load_split
 from inat_classifier.distribute import chief_file, is_chief, leave_together, strategy_for
-from inat_classifier.model import load_model, recalibrate_batchnorm, save_model, under_current_policy, unfreeze
+from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
+from inat_classifier.errors import DataError
+from inat_classifier.model import (
+    batchnorm_trains,
+    load_model,
+    recalibrate_batchnorm,
+    save_model,
+    under_current_policy,
+    unfreeze,
+    unfrozen_layers,
+)
 from inat_classifier.params import Params
-from inat_classifier.predict import save_class_names
 from inat_classifier.training import (
     class_weights,
     compile_model,
@@ -19,26 +29,26 @@ from inat_classifier.training import (
     use_device,
 )
 
-HEAD = "models/head.keras"
-
-
 def main(params: Params) -> None:
     make_deterministic(params.seed)
     jit_compile = use_device(params.train)
     strategy = strategy_for(params.train)  # first: multi_worker must set up before any TensorFlow op
-    config = params.finetune
-    batchnorm_trains = config.batchnorm_trains(params.model)
-    train, val = load_split("train", params), load_split("val", params)
-    with strategy.scope(), chief_file(strategy, HEAD) as head:  # the chief's head.keras, on every worker
+    config, data, seed = params.finetune, params.data, params.seed
+    trains_batchnorm = batchnorm_trains(config, params.model)
+    train, val = load_split("train", data), load_split("val", data)
+    with strategy.scope(), chief_file(strategy, HEAD_MODEL) as head:  # the chief's head.keras, on every worker
         model = under_current_policy(load_model(head), params.model)
-        stamp = fingerprint(params, head, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
-    model = unfreeze(model, config.unfrozen_layers(params.model), batchnorm_trains)
-    train_data = batches(train, params, shuffle=True, augment=True)
+        if model.input_shape[1] != data.image_size:  # data.image_size is the one source of the size
+            raise DataError(f"{HEAD_MODEL} takes {model.input_shape[1]} px images, data.image_size is {data.image_size}: "
+                            "rerun train_head (dvc repro)")
+        stamp = fingerprint(params, head, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
+    model = unfreeze(model, unfrozen_layers(config, params.model), trains_batchnorm)
+    train_data = batches(train, data, seed, shuffle=True, augment=params.augment)
     compile_model(model, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
     fit(
         model,
         train_data,
-        batches(val, params, shuffle=False, augment=False),
+        batches(val, data, seed, shuffle=False),
         config.epochs,
         "finetune",
         stamp,
@@ -46,12 +56,12 @@ def main(params: Params) -> None:
         first_step=params.train_head.epochs,  # one axis for both phases
         class_weight=class_weights(config.class_weight, train.labels, model.output_shape[-1]),
     )
-    if batchnorm_trains:
+    if trains_batchnorm:
         # Moving statistics lag weights that changed fast; match them to the final weights.
-        recalibrate_batchnorm(model, images_only(train, params))
+        recalibrate_batchnorm(model, images_only(train, data, seed))
     if is_chief(strategy):  # every worker holds these weights; one writes them
-        save_model(model, "models/model.keras")
-        save_class_names("models/model.keras", read_classes())  # so predict needs nothing but the model
+        save_model(model, MODEL)
+        save_beside(MODEL, subset_classes())  # so predict needs nothing but the model
     leave_together(strategy)
 
 

@@ -4,8 +4,10 @@ from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-from inat_classifier.dataset import batches, images_only, load_split, read_classes
+from inat_classifier.classnames import subset_classes
+from inat_classifier.dataset import batches, images_only, load_split
 from inat_classifier.distribute import is_chief, leave_together, strategy_for
+from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, RAW_DIR, split_file
 from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
 from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
@@ -25,27 +27,29 @@ def main(params: Params) -> None:
     jit_compile = use_device(params.train)
     strategy = strategy_for(params.train)  # first: multi_worker must set up before any TensorFlow op
     config = params.train_head
-    classes = read_classes()
-    train, val = load_split("train", params), load_split("val", params)
+    classes = subset_classes()
+    data, seed = params.data, params.seed
+    train, val = load_split("train", data), load_split("val", data)
     with strategy.scope():  # models made from its layers (head, frozen base) train under it too
-        model = build_classifier(params.model, len(classes), params.data.image_size)
+        model = build_classifier(params.model, len(classes), data.image_size)
     if not params.model.pretrained:
         # A random base has no real BatchNorm statistics; without these every image looks the same.
-        recalibrate_batchnorm(model, images_only(train, params))
+        recalibrate_batchnorm(model, images_only(train, data, seed))
     if config.feature_cache:  # the base is frozen: run it once per view, then train the head alone
         trained = head_model(model)
-        train_data = feature_batches(base_features(model, train, params, config.feature_cache), train.labels, params, True)
-        val_data = feature_batches(base_features(model, val, params, 1), val.labels, params, False)
+        train_features = base_features(model, train, data, seed, params.augment, config.feature_cache)
+        train_data = feature_batches(train_features, train.labels, data, seed, shuffle=True)
+        val_data = feature_batches(base_features(model, val, data, seed, params.augment, 1), val.labels, data, seed, shuffle=False)
     else:
         trained = FrozenBaseHead(model)
-        train_data = batches(train, params, shuffle=True, augment=True)
-        val_data = batches(val, params, shuffle=False, augment=False)
+        train_data = batches(train, data, seed, shuffle=True, augment=params.augment)
+        val_data = batches(val, data, seed, shuffle=False)
     compile_model(trained, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
-    stamp = fingerprint(params, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")
+    stamp = fingerprint(params, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     weights = class_weights(config.class_weight, train.labels, len(classes))
     fit(trained, train_data, val_data, config.epochs, "train_head", stamp, class_weight=weights)
     if is_chief(strategy):  # every worker holds these weights; one writes them
-        save_model(model, "models/head.keras")
+        save_model(model, HEAD_MODEL)
     leave_together(strategy)
 
 

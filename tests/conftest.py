@@ -29,6 +29,13 @@ def write_image(path: Path, size=(40, 30), mode="RGB", seed=0, fmt=None) -> Path
     return path
 
 
+def fetch(params, *args, **kwargs) -> None:
+    """The download stage's call for a test's params: its section, the seed and the pixel cap."""
+    from inat_classifier.sources import download
+
+    download(params.download, params.seed, params.data.max_pixels, *args, **kwargs)
+
+
 @pytest.fixture
 def image_factory(tmp_path):
     def make(name="a.jpg", **kwargs):

@@ -32,17 +32,17 @@ def main() -> None:
     train, val = split("train", 33, 0), split("val", 9, 1)  # last batches of 1: a replica gets none
     with strategy.scope():
         model = build_classifier(params.model, 3, 32)
-    recalibrate_batchnorm(model, images_only(train, params))
-    train_features, val_features = base_features(model, train, params, 2), base_features(model, val, params, 1)
+    recalibrate_batchnorm(model, images_only(train, params.data, params.seed))
+    train_features, val_features = base_features(model, train, params.data, params.seed, params.augment, 2), base_features(model, val, params.data, params.seed, params.augment, 1)
     head = head_model(model)
     compile_model(head, 1e-2)
-    history = fit(head, feature_batches(train_features, train.labels, params, True),
-                  feature_batches(val_features, val.labels, params, False), 2, "head", "mirrored")
+    history = fit(head, feature_batches(train_features, train.labels, params.data, params.seed, True),
+                  feature_batches(val_features, val.labels, params.data, params.seed, False), 2, "head", "mirrored")
     copies = [[c.numpy() for c in strategy.experimental_local_results(v.value)] for v in moving_statistics(head)]
     one_device = head_model(build_classifier(params.model, 3, 32))  # outside the strategy
     one_device.set_weights(head.get_weights())
     compile_model(one_device, 1e-2)
-    scores = one_device.evaluate(feature_batches(val_features, val.labels, params, False).dataset, verbose=0, return_dict=True)
+    scores = one_device.evaluate(feature_batches(val_features, val.labels, params.data, params.seed, False).dataset, verbose=0, return_dict=True)
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "history": history.history,

@@ -37,13 +37,13 @@ def main(out: str, kill_epoch: int | None) -> None:
     rng = np.random.default_rng(0)
     split = Split("train", rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8), np.arange(32, dtype=np.int32) % 3, [], [])
     model = build_classifier(params.model, 3, 32)
-    recalibrate_batchnorm(model, images_only(split, params))
+    recalibrate_batchnorm(model, images_only(split, params.data, params.seed))
     model = unfreeze(model, 30, batchnorm_trains=True)
     compile_model(model, 1e-3)
     if kill_epoch is not None:  # fit's own callbacks come first, like a real kill after their work
         original = model.fit
         model.fit = lambda *a, callbacks, **k: original(*a, callbacks=[*callbacks, KillMidEpoch(kill_epoch)], **k)
-    train, val = batches(split, params, shuffle=True, augment=True), batches(split, params, shuffle=False, augment=False)
+    train, val = batches(split, params.data, params.seed, shuffle=True, augment=params.augment), batches(split, params.data, params.seed, shuffle=False)
     fit(model, train, val, EPOCHS, "finetune", stamp="tiny", first_step=3)
     save_model(model, out)
 

@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import write_image
+from conftest import fetch, write_image
 from fake_inaturalist import FakeInaturalist
 from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError, ParamsError
 from inat_classifier.http import HttpSettings
 from inat_classifier.manifest import COLUMNS, read_manifest
 from inat_classifier.params import ArchiveSource, parse_params
-from inat_classifier.sources import download
 from inat_classifier.sources.archive import inat_json_items
 from inat_classifier.sources.unpack import extract
 
@@ -69,7 +68,7 @@ def archive_params(url: str, sha256: str, **more) -> object:
                                             (".tar.xz", "")])
 def test_folders_layout_from_every_archive_format(tmp_path, suffix, prefix):
     archive = pack(folders_tree(tmp_path / "tree"), tmp_path / f"photos{suffix}", prefix)
-    download(archive_params(str(archive), digest(archive)), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    fetch(archive_params(str(archive), digest(archive)), tmp_path / "raw", cache_dir=tmp_path / "cache")
     manifest = read_manifest(tmp_path / "raw")
     assert list(manifest.columns) == COLUMNS and set(manifest.source) == {"archive"}
     counts = manifest.groupby(["split", "class"]).size().to_dict()
@@ -93,10 +92,10 @@ def test_http_archive_is_cached_and_a_wrong_digest_is_refused(tmp_path):
         url, cache = f"{fake.base_url}/photos.zip", tmp_path / "cache"
         wrong = "0" * 64
         with pytest.raises(DataError, match=f"download.archive.sha256: {url} has sha256 {digest(archive)}, not {wrong}"):
-            download(archive_params(url, wrong), tmp_path / "raw", cache_dir=cache, http=FAST)
+            fetch(archive_params(url, wrong), tmp_path / "raw", cache_dir=cache, http=FAST)
         assert not (tmp_path / "raw").exists() and not list(cache.glob("archive/*.d"))
-        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
-        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        fetch(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        fetch(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
         assert [entry["path"] for entry in fake.log] == ["/photos.zip"]  # fetched once, kept under its digest
         assert fake.log[0]["agent"].startswith("inat-classifier/")
     assert len(read_manifest(tmp_path / "raw")) == 12
@@ -104,10 +103,10 @@ def test_http_archive_is_cached_and_a_wrong_digest_is_refused(tmp_path):
 
 def test_file_url_and_missing_file(tmp_path):
     archive = pack(folders_tree(tmp_path / "tree"), tmp_path / "photos.tar.gz")
-    download(archive_params(archive.as_uri(), digest(archive)), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    fetch(archive_params(archive.as_uri(), digest(archive)), tmp_path / "raw", cache_dir=tmp_path / "cache")
     assert len(read_manifest(tmp_path / "raw")) == 12
     with pytest.raises(DataError, match="download.archive.url: '.*nowhere.tar' is not a file"):
-        download(archive_params(str(tmp_path / "nowhere.tar"), "a" * 64), tmp_path / "raw2", cache_dir=tmp_path / "c")
+        fetch(archive_params(str(tmp_path / "nowhere.tar"), "a" * 64), tmp_path / "raw2", cache_dir=tmp_path / "c")
 
 
 def hostile_tar(path: Path, kind: str) -> Path:
@@ -143,7 +142,7 @@ def hostile_tar(path: Path, kind: str) -> Path:
 def test_hostile_tar_members_refuse_the_whole_archive(tmp_path, kind, reason):
     archive = hostile_tar(tmp_path / "bad.tar", kind)
     with pytest.raises(DataError, match=f"bad.tar: refused, member '.*' {reason}") as caught:
-        download(archive_params(str(archive), digest(archive)), tmp_path / "work" / "raw", cache_dir=tmp_path / "cache")
+        fetch(archive_params(str(archive), digest(archive)), tmp_path / "work" / "raw", cache_dir=tmp_path / "cache")
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "outside").exists()
     assert not list((tmp_path / "cache").rglob("ok.jpg"))  # nothing was extracted
@@ -261,7 +260,7 @@ def test_inat_json_layout_keeps_the_chosen_supercategories(tmp_path, obfuscate):
     archive = pack(inat_tree(tmp_path / "tree", obfuscate), tmp_path / "inat.tar.gz")
     params = archive_params(str(archive), digest(archive), layout="inat_json",
                             categories_json="categories.json" if obfuscate else "")
-    download(params, tmp_path / "raw", cache_dir=tmp_path / "cache")
+    fetch(params, tmp_path / "raw", cache_dir=tmp_path / "cache")
     manifest = read_manifest(tmp_path / "raw")
     counts = manifest.groupby(["split", "class"]).size().to_dict()
     assert counts == {("train", "Catharus ustulatus"): 3, ("train", "Procyon lotor"): 3,
@@ -275,10 +274,10 @@ def test_inat_json_layout_keeps_the_chosen_supercategories(tmp_path, obfuscate):
 def test_inat_json_errors_name_the_param(tmp_path):
     archive = pack(inat_tree(tmp_path / "tree"), tmp_path / "inat.zip")
     with pytest.raises(DataError, match="download.archive.test_json: 'test2018.json' is not in the archive"):
-        download(archive_params(str(archive), digest(archive), layout="inat_json", test_json="test2018.json"),
+        fetch(archive_params(str(archive), digest(archive), layout="inat_json", test_json="test2018.json"),
                  tmp_path / "raw", cache_dir=tmp_path / "cache")
     with pytest.raises(DataError, match="download.archive.supercategories: no labelled images of Fungi"):
-        download(archive_params(str(archive), digest(archive), layout="inat_json", supercategories=["Fungi"]),
+        fetch(archive_params(str(archive), digest(archive), layout="inat_json", supercategories=["Fungi"]),
                  tmp_path / "raw", cache_dir=tmp_path / "cache")
 
 
@@ -329,11 +328,11 @@ def test_a_damaged_cached_archive_is_fetched_again(tmp_path):
     with FakeInaturalist() as fake:
         fake.static["/photos.zip"] = archive.read_bytes()
         url, cache = f"{fake.base_url}/photos.zip", tmp_path / "cache"
-        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        fetch(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
         stored = cache / "archive" / digest(archive)
         stored.write_bytes(b"\0" * stored.stat().st_size)  # a power cut's zeros under the right name
         shutil.rmtree(cache / "archive" / f"{digest(archive)}.d")
-        download(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
+        fetch(archive_params(url, digest(archive)), tmp_path / "raw", cache_dir=cache, http=FAST)
         assert [entry["path"] for entry in fake.log] == ["/photos.zip"] * 2
     assert digest(stored) == digest(archive) and len(read_manifest(tmp_path / "raw")) == 12
 

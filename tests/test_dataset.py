@@ -23,7 +23,7 @@ def collect(data, epoch=0):
 
 
 def training(split, params=PARAMS):
-    return batches(split, params, shuffle=True, augment=True)
+    return batches(split, params.data, params.seed, shuffle=True, augment=params.augment)
 
 
 def assert_same(first, second):
@@ -51,7 +51,7 @@ def test_any_epoch_replays_alone_as_it_ran_after_the_others():
 
 def test_training_batches_are_shuffled_and_augmented_but_evaluation_batches_are_not():
     split = tiny_split()
-    plain = collect(batches(split, PARAMS, shuffle=False, augment=False))
+    plain = collect(batches(split, PARAMS.data, PARAMS.seed, shuffle=False))
     np.testing.assert_array_equal(np.concatenate([x for x, _ in plain]), split.pixels.astype(np.float32))
     trained = np.concatenate([x for x, _ in collect(training(split))])
     assert trained.shape == (10, 32, 32, 3)
@@ -115,8 +115,8 @@ def test_every_pipeline_shards_by_data_and_keeps_to_one_thread_without_a_gpu():
 
     split = tiny_split()
     features = np.zeros((1, len(split), 8), np.float32)
-    pipelines = [training(split), batches(split, PARAMS, shuffle=False, augment=False),
-                 feature_batches(features, split.labels, PARAMS, shuffle=True)]
+    pipelines = [training(split), batches(split, PARAMS.data, PARAMS.seed, shuffle=False),
+                 feature_batches(features, split.labels, PARAMS.data, PARAMS.seed, shuffle=True)]
     for data in pipelines:
         options = data.dataset.options()
         assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
@@ -130,12 +130,12 @@ def test_load_split_skips_unreadable_images_and_reports_them(tmp_path, capsys):
     frame = pd.DataFrame({"path": [str(good[0]), str(bad), str(good[1]), str(good[2])], "label": [0, 1, 1, 0],
                           "class_name": ["a", "b", "b", "a"]})
     frame.to_csv(tmp_path / "train.csv", index=False)
-    split = load_split("train", PARAMS, tmp_path)
+    split = load_split("train", PARAMS.data, tmp_path)
     assert split.labels.tolist() == [0, 1, 0]
     assert split.pixels.shape == (3, 32, 32, 3)
     assert "bad.jpg" in capsys.readouterr().out
     with pytest.raises(DataError, match="val.csv: missing; run the subset stage first"):
-        load_split("val", PARAMS, tmp_path)
+        load_split("val", PARAMS.data, tmp_path)
 
 
 def test_the_disk_cache_holds_the_same_pixels_and_batches_as_memory(tmp_path, monkeypatch):
@@ -145,8 +145,8 @@ def test_the_disk_cache_holds_the_same_pixels_and_batches_as_memory(tmp_path, mo
     bad.write_bytes(b"nope")
     listed = [str(paths[0]), str(bad), *map(str, paths[1:])]
     pd.DataFrame({"path": listed, "label": [0, 1, 1, 0, 1, 0], "class_name": list("abbaba")}).to_csv("train.csv", index=False)
-    memory = load_split("train", parse_params({"data": {"image_size": 32, "batch_size": 4, "cache": "memory"}}), tmp_path)
-    disk = load_split("train", parse_params({"data": {"image_size": 32, "batch_size": 4, "cache": "disk"}}), tmp_path)
+    memory = load_split("train", parse_params({"data": {"image_size": 32, "batch_size": 4, "cache": "memory"}}).data, tmp_path)
+    disk = load_split("train", parse_params({"data": {"image_size": 32, "batch_size": 4, "cache": "disk"}}).data, tmp_path)
     assert isinstance(disk.pixels, np.memmap) and not isinstance(memory.pixels, np.memmap)
     np.testing.assert_array_equal(disk.pixels, memory.pixels)
     assert disk.labels.tolist() == memory.labels.tolist() == [0, 1, 0, 1, 0]
@@ -158,7 +158,7 @@ def test_the_disk_cache_holds_the_same_pixels_and_batches_as_memory(tmp_path, mo
 def test_a_last_batch_too_small_for_every_replica_joins_the_one_before_and_rows_keep_their_order(rows, sizes):
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     split = tiny_split(rows)
-    plain = batches(split, params, shuffle=True, augment=False)
+    plain = batches(split, params.data, params.seed, shuffle=True)
     plain.set_epoch(3)
     served = [(x.numpy(), y.numpy()) for x, y in plain.for_replicas(2)]
     assert [len(y) for _, y in served] == sizes
@@ -168,6 +168,6 @@ def test_a_last_batch_too_small_for_every_replica_joins_the_one_before_and_rows_
 
 
 def test_fewer_images_than_replicas_is_a_one_line_error():
-    data = batches(tiny_split(1), PARAMS, shuffle=False, augment=False)
+    data = batches(tiny_split(1), PARAMS.data, PARAMS.seed, shuffle=False)
     with pytest.raises(DataError, match="1 images cannot give each of 2 replicas one"):
         data.for_replicas(2)

@@ -21,7 +21,15 @@ from inat_classifier.dataset import batches, images_only, load_split
 from inat_classifier.distribute import is_chief, is_chief_task, read_tf_config, strategy_for
 from inat_classifier.errors import ParamsError, UserError
 from inat_classifier.features import FrozenBaseHead, head_model
-from inat_classifier.model import build_classifier, load_model, recalibrate_batchnorm, save_model, unfreeze
+from inat_classifier.model import (
+    batchnorm_trains,
+    build_classifier,
+    load_model,
+    recalibrate_batchnorm,
+    save_model,
+    unfreeze,
+    unfrozen_layers,
+)
 from inat_classifier.params import Train, parse_params
 from inat_classifier.training import compile_model, fingerprint
 from tiny_classifier import CLASSES, picture
@@ -160,7 +168,7 @@ def write_head() -> None:
     """The train_head stage's output here, as a real run leaves it on the chief's disk only."""
     params = parse_params(PARAMS)
     model = build_classifier(params.model, len(CLASSES), params.data.image_size)
-    recalibrate_batchnorm(model, images_only(load_split("train", params), params))
+    recalibrate_batchnorm(model, images_only(load_split("train", params.data), params.data, params.seed))
     save_model(model, HEAD)
 
 
@@ -172,7 +180,7 @@ def interrupt_after_first_epoch() -> None:
     """
     params = parse_params(PARAMS)
     config, directory = params.finetune, Path("checkpoints/finetune")
-    model = unfreeze(load_model(HEAD), config.unfrozen_layers(params.model), config.batchnorm_trains(params.model))
+    model = unfreeze(load_model(HEAD), unfrozen_layers(config, params.model), batchnorm_trains(config, params.model))
     compile_model(model, config.learning_rate)
     model.optimizer.build(model.trainable_variables)
     kernel = model.get_layer("predictions").kernel
@@ -223,7 +231,7 @@ def val_metrics(model_path: Path, root: Path) -> dict[str, float]:
     params = parse_params(PARAMS)
     model = load_model(model_path)
     compile_model(model, learning_rate=1e-3)
-    val = batches(load_split("val", params, root / "data" / "subset"), params, shuffle=False, augment=False)
+    val = batches(load_split("val", params.data, root / "data" / "subset"), params.data, params.seed, shuffle=False)
     return model.evaluate(val.dataset, verbose=0, return_dict=True)
 
 

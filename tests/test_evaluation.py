@@ -12,12 +12,11 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from inat_classifier import model_card
+from inat_classifier import markdown
 from inat_classifier.evaluation import (
     confusion_rows,
     expected_calibration_error,
     most_confused_pairs,
-    normalised_confusion,
     per_class_table,
     prediction_columns,
     prediction_rows,
@@ -169,7 +168,7 @@ def test_wilson_interval_known_values_and_edges():
     assert wilson_interval(7, 10, z=1.0) == pytest.approx(wilson_by_hand(7, 10, z=1.0))
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
-    assert model_card.wilson_interval is wilson_interval  # one definition, shared with the card
+    assert markdown.wilson_interval is wilson_interval  # one definition, shared with the report and the card
 
 
 # --- calibration ------------------------------------------------------------------------------
@@ -279,19 +278,6 @@ def test_confusion_rows_name_actual_and_predicted_classes():
     assert rows.iloc[1].tolist() == ["Anas platyrhynchos", "Catharus ustulatus"]
 
 
-def test_normalised_confusion_shares_sum_to_one_per_actual_class():
-    rows = normalised_confusion(LABELS, PROBS, NAMES)
-    assert len(rows) == 9 and list(rows.columns) == ["actual", "predicted", "share"]
-    assert rows.groupby("actual").share.sum().tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
-    diagonal = rows[rows.actual == rows.predicted].set_index("actual").share
-    assert diagonal.tolist() == pytest.approx(recall_rows(LABELS, PROBS, NAMES).recall.tolist())
-    # by hand: Vulpes (4 images) -> Vulpes 3, Anas 1
-    vulpes = rows[rows.actual == "Vulpes vulpes"].set_index("predicted").share
-    assert vulpes.to_dict() == {"Anas platyrhynchos": 0.25, "Catharus ustulatus": 0.0, "Vulpes vulpes": 0.75}
-    partial = normalised_confusion(LABELS[LABELS < 2], PROBS[LABELS < 2], NAMES)
-    assert sorted(set(partial.actual)) == NAMES[:2] and set(partial.predicted) == set(NAMES)
-
-
 def test_most_confused_pairs_are_off_diagonal_most_frequent_first_then_by_name():
     assert most_confused_pairs(LABELS, PROBS, NAMES) == [
         ("Anas platyrhynchos", "Catharus ustulatus", 1),
@@ -310,7 +296,6 @@ def test_empty_splits_give_header_only_tables():
     assert confusion_rows(labels, probs, NAMES).empty
     assert list(reliability_rows(labels, probs).columns) == ["bin", "confidence", "accuracy", "images"]
     assert list(recall_rows(labels, probs, NAMES).columns) == ["class_name", "recall"]
-    assert normalised_confusion(labels, probs, NAMES).empty
     assert most_confused_pairs(labels, probs, NAMES) == []
 
 

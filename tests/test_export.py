@@ -26,7 +26,7 @@ from inat_classifier.export import (  # noqa: E402
     tflite_runner,
 )
 from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.predict import save_class_names  # noqa: E402
+from inat_classifier.classnames import save_beside as save_class_names  # noqa: E402
 
 TEST_IMAGES = 16
 
@@ -114,6 +114,45 @@ def test_an_export_that_disagrees_is_refused_after_the_report():
         check_agreement({"images": 200, "saved_model": good, "tflite_float16": {"top1_agreement": 0.985}})
 
 
+def test_the_default_images_stream_from_tfrecord_shards(workspace, tmp_path, monkeypatch, report):
+    """data.format: tfrecord keeps no decoded pixels in memory: the test split is read from its shards."""
+    from inat_classifier.records import write_index, write_split
+
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    for name in ("model.keras", "model.classes.json"):
+        (root / "models" / name).write_bytes((workspace / "models" / name).read_bytes())
+    frame = pd.read_csv(workspace / "data" / "subset" / "test.csv")
+    frame = frame[frame.path != "data/raw/bad.jpg"]
+    frame["path"] = [str(workspace / path) for path in frame.path]
+    subset = root / "data" / "subset"
+    subset.mkdir(parents=True)
+    frame.to_csv(subset / "test.csv", index=False)
+    shards = write_split(str(subset / "tfrecord"), "test", frame.path.tolist(), frame.label.tolist(), 32, 5, 10**6)
+    write_index(subset, {"test": shards}, "tfrecord", {"test": len(frame)}, 32, 5)
+    (root / "params.yaml").write_text("data:\n  image_size: 32\n  batch_size: 8\n  format: tfrecord\n  shard_size: 5\n")
+    monkeypatch.chdir(root)
+    assert main(["export"]) == 0
+    streamed = json.loads((root / "metrics" / "export.json").read_text())
+    assert streamed["images"] == TEST_IMAGES
+    for name in ("saved_model", "tflite_float16"):  # the very pixels the files path decoded
+        assert streamed[name]["max_probability_difference"] == report[name]["max_probability_difference"]
+
+
+def test_the_pipelines_figures_are_refused_for_a_model_dvc_lock_does_not_pin(workspace, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  finetune:\n    outs:\n    - path: models/model.keras\n"
+                                   "      md5: 0123456789abcdef0123456789abcdef\n")
+    (root / "models" / "model.keras").write_bytes((workspace / "models" / "model.keras").read_bytes())
+    monkeypatch.chdir(root)
+    assert main(["export"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "is not the model dvc.lock pins" in err
+    assert not (root / "metrics").exists()
+
+
 def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monkeypatch, capsys):
     """The command's wiring, with the (slow, already tested) export replaced by a stand-in."""
     import inat_classifier.export as export_module
@@ -123,7 +162,7 @@ def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monk
     def fake_export(model, out_dir, pixels, class_names, batch_size, model_path=None):
         seen.update(out_dir=out_dir, images=len(pixels), names=class_names, size=pixels.shape[1])
         entry = {"path": "x", "size_bytes": 1, "top1_agreeing": 0, "top1_agreement": 0.5}
-        return {"images": len(pixels), **{name: entry for name in export_module.FORMATS}}
+        return {"images": len(pixels), **{name: entry for name in export_module.EXPORT_FORMATS}}
 
     monkeypatch.setattr(export_module, "export_model", fake_export)
     write_picture(tmp_path / "photos" / "a.jpg", 0, seed=1)

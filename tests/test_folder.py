@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from conftest import REPO, copy_repository, write_image
+from conftest import REPO, copy_repository, fetch, write_image
 from inat_classifier.errors import DataError
 from inat_classifier.manifest import COLUMNS, read_manifest, sha256_of
 from inat_classifier.params import parse_params
-from inat_classifier.sources import download
 
 
 def folder_params(path) -> object:
@@ -26,7 +25,7 @@ def test_folder_is_used_in_place_and_bad_files_are_reported(tmp_path):
     (root / "train" / "Procyon lotor" / "notes.txt").write_text("not a photo")
     (root / "test" / "Procyon lotor" / "empty.jpg").write_bytes(b"")
     (root / "test" / "Procyon lotor" / "._a.jpg").write_bytes(b"macOS resource fork")
-    download(folder_params(root), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    fetch(folder_params(root), tmp_path / "raw", cache_dir=tmp_path / "cache")
 
     manifest = read_manifest(tmp_path / "raw")
     assert list(manifest.columns) == COLUMNS and set(manifest.source) == {"folder"}
@@ -40,10 +39,10 @@ def test_folder_is_used_in_place_and_bad_files_are_reported(tmp_path):
 
 def test_missing_folder_or_split_is_one_line_naming_the_param(tmp_path):
     with pytest.raises(DataError, match="download.folder.path: '.*nowhere' is not a directory"):
-        download(folder_params(tmp_path / "nowhere"), tmp_path / "raw", cache_dir=tmp_path / "cache")
+        fetch(folder_params(tmp_path / "nowhere"), tmp_path / "raw", cache_dir=tmp_path / "cache")
     write_image(tmp_path / "only_train" / "train" / "a" / "x.jpg")
     with pytest.raises(DataError, match="download.folder.path: .*only_train has no test/ folder"):
-        download(folder_params(tmp_path / "only_train"), tmp_path / "raw", cache_dir=tmp_path / "cache")
+        fetch(folder_params(tmp_path / "only_train"), tmp_path / "raw", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "raw").exists()
 
 

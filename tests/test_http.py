@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 
 from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from conftest import fetch
 from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError
 from inat_classifier.http import Client, HttpError, HttpSettings
 from inat_classifier.params import parse_params
-from inat_classifier.sources import download
 from inat_classifier.sources.inaturalist import photo_origins
 
 FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)
@@ -45,7 +45,7 @@ def test_a_photo_url_that_urllib3_reads_as_another_host_is_refused_end_to_end(tm
     """urlsplit sees 127.0.0.1 in ``http://localhost:P\\@127.0.0.1:Q/``; requests would connect to localhost:P."""
     with FakeInaturalist(two_species_world()) as fake, FakeInaturalist() as evil:
         fake.world.photo(HOSTILE).host = f"http://localhost:{evil.server.server_address[1]}\\@{fake.base_url[7:]}"
-        download(inat_params(fake), tmp_path / "raw", cache_dir=tmp_path / "cache", http=FAST)
+        fetch(inat_params(fake), tmp_path / "raw", cache_dir=tmp_path / "cache", http=FAST)
     assert evil.log == []
     skipped = json.loads((tmp_path / "raw" / "report.json").read_text())["skipped"]
     assert len(skipped) == 1 and f"photo {HOSTILE} " in skipped[0] and "refused" in skipped[0]

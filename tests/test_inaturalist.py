@@ -24,11 +24,11 @@ import requests
 from PIL import Image
 
 from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from conftest import fetch
 from inat_classifier.errors import DataError, ParamsError
 from inat_classifier.http import Client, HttpSettings, RateLimiter, retry_after
 from inat_classifier.manifest import COLUMNS, read_manifest
 from inat_classifier.params import parse_params
-from inat_classifier.sources import download
 from inat_classifier.sources.inat_api import Taxon as ApiTaxon
 from inat_classifier.sources.inaturalist import Candidate, PhotoCache, sized_url
 
@@ -111,7 +111,7 @@ def settings_dict(fake: FakeInaturalist, **overrides) -> dict:
 
 
 def run(fake: FakeInaturalist, root: Path, http: HttpSettings = FAST, **overrides) -> pd.DataFrame:
-    download(parse_params(settings_dict(fake, **overrides)), root / "raw", cache_dir=root / "cache", http=http)
+    fetch(parse_params(settings_dict(fake, **overrides)), root / "raw", cache_dir=root / "cache", http=http)
     return read_manifest(root / "raw")
 
 
@@ -300,7 +300,8 @@ from inat_classifier.http import HttpSettings
 from inat_classifier.params import parse_params
 from inat_classifier.sources import download
 settings = HttpSettings(timeout=(2.0, 30.0), backoff=0.01, trust_env=False, sleep=lambda s: None)
-download(parse_params(json.loads(sys.argv[1])), Path(sys.argv[2]), cache_dir=Path(sys.argv[3]), http=settings)
+params = parse_params(json.loads(sys.argv[1]))
+download(params.download, params.seed, params.data.max_pixels, Path(sys.argv[2]), cache_dir=Path(sys.argv[3]), http=settings)
 """
 
 

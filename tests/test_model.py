@@ -11,11 +11,13 @@ keras = pytest.importorskip("keras")
 from inat_classifier.errors import UserError  # noqa: E402
 from inat_classifier.model import (  # noqa: E402
     base_of,
+    batchnorm_trains,
     build_classifier,
     load_model,
     recalibrate_batchnorm,
     save_model,
     unfreeze,
+    unfrozen_layers,
 )
 from inat_classifier.params import ModelParams, parse_params  # noqa: E402
 from inat_classifier.training import compile_model, make_deterministic  # noqa: E402
@@ -135,3 +137,19 @@ def test_a_weights_file_that_does_not_fit_is_a_one_line_error(tmp_path, monkeypa
     with pytest.raises(UserError, match="model.weights: cannot load 'other.weights.h5' into EfficientNetB0") as caught:
         build_classifier(params.model, num_classes=2, image_size=SIZE)
     assert "\n" not in str(caught.value)
+
+
+def test_batchnorm_auto_follows_the_weights():
+    assert batchnorm_trains(parse_params({}).finetune, parse_params({}).model) is True
+    params = parse_params({"model": {"weights": "imagenet"}})
+    assert batchnorm_trains(params.finetune, params.model) is False
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"batchnorm": "train"}})
+    assert batchnorm_trains(params.finetune, params.model) is True
+
+
+def test_unfreeze_auto_is_the_keras_examples_top_20_for_pretrained_weights_and_all_for_none():
+    assert unfrozen_layers(parse_params({}).finetune, parse_params({}).model) == "all"
+    params = parse_params({"model": {"weights": "imagenet"}})
+    assert unfrozen_layers(params.finetune, params.model) == 20
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"unfreeze": 7}})
+    assert unfrozen_layers(params.finetune, params.model) == 7

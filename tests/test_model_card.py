@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inat_classifier.model_card import accuracy_interval, render_model_card, wilson_interval
+from inat_classifier.evaluation import wilson_interval
+from inat_classifier.markdown import accuracy_interval
+from inat_classifier.model_card import render_model_card
 from inat_classifier.params import parse_params
 
 CLASSES = ["Catharus guttatus", "Catharus ustulatus", "Procyon lotor", "Sciurus carolinensis"]
@@ -56,6 +58,7 @@ def test_metrics_with_per_class_entries_still_render():
     nested = {split: {**m, "ece": 0.05, "per_class": {"procyon_lotor": {"recall": 0.9}}} for split, m in METRICS.items()}
     text = render_model_card(INAT, CLASSES, nested, SUMMARY, LICENSES)
     assert "| test | 400 | 0.900 (0.867-0.926) |" in text and "procyon_lotor" not in text
+    assert text.count("| 0.050 |") == 2  # ECE, as in reports/evaluate.md
 
 
 def test_the_card_has_every_section_the_issue_asks_for():
@@ -78,12 +81,10 @@ def test_training_data_names_species_years_counts_and_where_attribution_lives():
     assert "evidence filter `not_other`" in text
 
 
-def test_metrics_show_a_wilson_interval_or_the_one_given():
+def test_metrics_show_a_wilson_interval():
     text = card()
-    assert "| test | 400 | 0.900 (0.867-0.926) | 0.890 | 0.880 | 0.970 | 0.300 |" in text
-    assert "| top-3 accuracy | log loss |" in text
-    given = card(intervals={"test": (0.85, 0.95)})
-    assert "0.900 (0.850-0.950)" in given
+    assert "| test | 400 | 0.900 (0.867-0.926) | 0.890 | 0.880 | 0.970 | 0.300 | - |" in text
+    assert "| top-3 accuracy | log loss | ECE |" in text
 
 
 def test_recipe_shows_the_params_of_the_chosen_source_only():
@@ -99,15 +100,21 @@ def test_the_sample_model_is_labelled_as_not_a_real_classifier():
     assert "trained on the generated offline sample" not in card()
 
 
-def test_optional_inputs_and_export_table():
+def test_optional_inputs():
     bare = render_model_card(INAT, CLASSES, {}, None, None)
     assert "No split was evaluated" in bare and "Images per species" not in bare
-    export = {"images": 400, "saved_model": {"size_bytes": 34_900_000, "top1_agreement": 1.0,
-                                             "max_probability_difference": 0.0},
-              "tflite_float16": {"size_bytes": 8_100_000, "top1_agreement": 0.9975,
-                                 "max_probability_difference": 0.004}}
-    text = card(export=export)
-    assert "| `tflite_float16` | 8.1 | 99.75% | 0.004 |" in text
+
+
+def test_the_limits_follow_the_data_source():
+    real = card()
+    assert "Swainson's and Hermit Thrush" in real and "Geography" in real and "Tracks, scat" in real
+    sample = render_model_card(parse_params({}), ["Aa", "Bb"], METRICS, None, {"cc0": 10})
+    for inaturalist_only in ("Thrush", "iNaturalist", "Geography", "season", "Tracks, scat"):
+        assert inaturalist_only not in sample.split("## Known limits")[1].split("## How to reproduce")[0]
+    assert "Made-up species" in sample
+    folder = render_model_card(parse_params({"download": {"source": "folder", "folder": {"path": "x"}}}), CLASSES,
+                               METRICS, None, None)
+    assert "Tracks, scat" in folder and "Geography" not in folder and "Swainson's and Hermit Thrush" in folder
 
 
 def test_the_same_inputs_give_the_same_bytes():

@@ -82,22 +82,6 @@ def test_a_weights_file_that_exists_is_accepted(tmp_path, monkeypatch):
     assert parse_params({"model": {"weights": "w.weights.h5"}}).model.pretrained
 
 
-def test_batchnorm_auto_follows_the_weights():
-    assert parse_params({}).finetune.batchnorm_trains(parse_params({}).model) is True
-    params = parse_params({"model": {"weights": "imagenet"}})
-    assert params.finetune.batchnorm_trains(params.model) is False
-    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"batchnorm": "train"}})
-    assert params.finetune.batchnorm_trains(params.model) is True
-
-
-def test_unfreeze_auto_is_the_keras_examples_top_20_for_pretrained_weights_and_all_for_none():
-    assert parse_params({}).finetune.unfrozen_layers(parse_params({}).model) == "all"
-    params = parse_params({"model": {"weights": "imagenet"}})
-    assert params.finetune.unfrozen_layers(params.model) == 20
-    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"unfreeze": 7}})
-    assert params.finetune.unfrozen_layers(params.model) == 7
-
-
 def test_invalid_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("seed: [1, 2\n")
@@ -134,7 +118,7 @@ def test_warmup_needs_a_cosine_schedule_and_fewer_epochs(phase):
         ({"seed": True}, "seed: Input should be a valid integer (got True)"),
         ({"download": {"inaturalist": {"taxa": [True, "Aa bb"]}}}, "download.inaturalist.taxa.0"),
         ({"subset": {"classes": ["Aa", "Bb", "Aa"]}}, "subset.classes: 'Aa' listed twice"),
-        ({"download": {"max_pixels": 100_000_000}}, "download.max_pixels: Input should be less than or equal to 89478485"),
+        ({"data": {"max_pixels": 100_000_000}}, "data.max_pixels: Input should be less than or equal to 89478485"),
     ],
 )
 def test_bools_duplicates_and_ineffective_caps_are_refused(raw, expected):
@@ -179,3 +163,12 @@ def test_the_default_top_k_fits_two_classes_but_a_top_k_set_by_hand_must():
     assert parse_params({"subset": {"num_classes": 2}}).evaluate.top_k == 3  # evaluate uses min(3, classes)
     with pytest.raises(ParamsError, match=r"evaluate.top_k \(3\) must be <= the number of classes \(2\)"):
         parse_params({"subset": {"num_classes": 2}, "evaluate": {"top_k": 3}})
+
+
+def test_download_max_pixels_still_works_with_one_line_of_warning(capsys):
+    params = parse_params({"download": {"max_pixels": 1000}})
+    assert params.data.max_pixels == 1000
+    assert capsys.readouterr().err == "warning: download.max_pixels is deprecated: move it to data.max_pixels\n"
+    assert parse_params({"download": {"max_pixels": 1000}, "data": {"max_pixels": 1000}}).data.max_pixels == 1000
+    with pytest.raises(ParamsError, match=r"download.max_pixels \(1000\) and data.max_pixels \(2000\) differ"):
+        parse_params({"download": {"max_pixels": 1000}, "data": {"max_pixels": 2000}})

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_image
+from conftest import fetch, write_image
 from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from inat_classifier.errors import DataError
 from inat_classifier.http import HttpSettings
 from inat_classifier.manifest import read_manifest
 from inat_classifier.params import parse_params
-from inat_classifier.sources import download
 from inat_classifier.sources.paths import class_folders, inside
 from test_archive import digest, pack
 
@@ -54,7 +53,7 @@ def test_a_taxon_named_like_a_path_stays_in_data_raw(tmp_path):
     with FakeInaturalist(World(taxa, observations)) as fake:
         inat = {"taxa": [1, 2], "max_per_class": {"train": 1, "test": 1}, "api_url": fake.api_url,
                 "photo_hosts": ["127.0.0.1"], "concurrency": 1}
-        download(parse_params({"download": {"source": "inaturalist", "inaturalist": inat}}), raw, cache, FAST)
+        fetch(parse_params({"download": {"source": "inaturalist", "inaturalist": inat}}), raw, cache, FAST)
     assert files_outside(tmp_path, raw, cache) == []
     manifest = read_manifest(raw)
     assert sorted(set(manifest["class"])) == [CLIMBER, "Bb bb"]  # the real name is kept
@@ -76,7 +75,7 @@ def test_category_names_like_paths_stay_in_data_raw(tmp_path):
     config = {"url": str(archive), "sha256": digest(archive), "layout": "inat_json", "train_json": "train.json",
               "test_json": "val.json", "supercategories": []}
     raw, cache = tmp_path / "a" / "b" / "raw", tmp_path / "cache"
-    download(parse_params({"download": {"source": "archive", "archive": config}}), raw, cache_dir=cache)
+    fetch(parse_params({"download": {"source": "archive", "archive": config}}), raw, cache_dir=cache)
     assert files_outside(tmp_path, raw, cache) == [archive.as_posix()] + sorted(
         p.as_posix() for p in tree.rglob("*") if p.is_file())
     manifest = read_manifest(raw)

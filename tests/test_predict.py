@@ -21,16 +21,11 @@ from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402
 from inat_classifier.images import load_resized  # noqa: E402
 from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.predict import (  # noqa: E402
-    UNKNOWN,
-    class_names_path,
-    classify,
-    collect_images,
-    columns,
-    load_class_names,
-    save_class_names,
-    write_output,
-)
+from inat_classifier.classnames import UNKNOWN  # noqa: E402
+from inat_classifier.classnames import beside as class_names_path  # noqa: E402
+from inat_classifier.classnames import load_beside as load_class_names  # noqa: E402
+from inat_classifier.classnames import save_beside as save_class_names  # noqa: E402
+from inat_classifier.predict import classify, collect_images, columns, write_output  # noqa: E402
 
 COLUMNS_K2 = ["path", "prediction", "probability", "class_1", "probability_1", "class_2", "probability_2"]
 

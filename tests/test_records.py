@@ -44,7 +44,7 @@ def sharded(tmp_path, directory: str, params=PARAMS) -> tuple[Split, Split]:
     pd.DataFrame({"path": [f"{i}.png" for i in range(COUNT)], "label": labels, "class_name": "x"}).to_csv(
         tmp_path / "train.csv", index=False
     )
-    streamed = load_split("train", params.model_copy(update={"data": params.data.model_copy(update={"format": "tfrecord"})}), tmp_path)
+    streamed = load_split("train", params.data.model_copy(update={"format": "tfrecord"}), tmp_path)
     return Split("train", pixels, labels, [], []), streamed
 
 
@@ -88,7 +88,9 @@ def test_shards_stream_the_very_batches_of_the_in_memory_path(tmp_path, where):
     memory, streamed = sharded(tmp_path, directory)
     assert streamed.pixels is None and len(streamed) == COUNT
     for shuffle, augment in ((True, True), (False, False)):
-        expected, got = batches(memory, PARAMS, shuffle=shuffle, augment=augment), batches(streamed, PARAMS, shuffle=shuffle, augment=augment)
+        augmenting = PARAMS.augment if augment else None
+        expected = batches(memory, PARAMS.data, PARAMS.seed, shuffle=shuffle, augment=augmenting)
+        got = batches(streamed, PARAMS.data, PARAMS.seed, shuffle=shuffle, augment=augmenting)
         for epoch in (0, 1):
             pairs = list(zip(collect(expected, epoch), collect(got, epoch), strict=True))
             assert [len(y) for _, (_, y) in pairs] == [5, 5, 5, 5, 3]
@@ -109,11 +111,11 @@ def test_training_on_shards_gives_the_same_metrics_as_training_in_memory(tmp_pat
             layers.Dropout(0.2), layers.Dense(3, activation="softmax"),
         ])
         compile_model(model, 1e-2)
-        train, val = batches(split, PARAMS, shuffle=True, augment=True), batches(split, PARAMS, shuffle=False, augment=False)
+        train, val = batches(split, PARAMS.data, PARAMS.seed, shuffle=True, augment=PARAMS.augment), batches(split, PARAMS.data, PARAMS.seed, shuffle=False)
         monkeypatch.setattr("inat_classifier.training.CHECKPOINT_DIR", tmp_path / f"checkpoints{run}")
         monkeypatch.setattr("inat_classifier.training.LIVE_DIR", tmp_path / f"dvclive{run}")
         fit(model, train, val, epochs=3, stage="train", stamp="same")
-        probs = model.predict(batches(split, PARAMS, shuffle=False, augment=False).dataset, verbose=0).astype(np.float64)
+        probs = model.predict(batches(split, PARAMS.data, PARAMS.seed, shuffle=False).dataset, verbose=0).astype(np.float64)
         results.append(split_metrics(split.labels, probs / probs.sum(axis=1, keepdims=True), 2, ["a", "b", "c"]))
     assert results[0] == results[1]
     assert results[0]["accuracy"] > 0.5  # it learned something, so equal metrics mean something
@@ -123,11 +125,11 @@ def test_shards_that_do_not_match_the_params_or_the_csv_are_a_clear_error(tmp_pa
     sharded(tmp_path, str(tmp_path / "shards"))
     other = PARAMS.model_copy(update={"data": PARAMS.data.model_copy(update={"format": "tfrecord", "image_size": 48})})
     with pytest.raises(DataError, match="image_size 32, params say data.image_size 48"):
-        load_split("train", other, tmp_path)
+        load_split("train", other.data, tmp_path)
     (tmp_path / "shards" / "train-00002.tfrecord").unlink()
     tfrecord = other.model_copy(update={"data": PARAMS.data.model_copy(update={"format": "tfrecord"})})
     with pytest.raises(DataError, match="train-00002.tfrecord: shard missing"):
-        load_split("train", tfrecord, tmp_path)
+        load_split("train", tfrecord.data, tmp_path)
 
 
 def test_a_filesystem_tensorflow_lacks_is_a_clear_error(tmp_path):
@@ -179,10 +181,10 @@ def test_experiments_sharing_a_tfrecord_dir_keep_their_own_shards(tmp_path):
         pd.DataFrame({"path": paths, "label": labels, "class_name": "x"}).to_csv(subset / "train.csv", index=False)
         expected[name] = load_many(paths, 32, desc=None)[0]
     for name in ("a", "b"):
-        streamed = batches(load_split("train", params, tmp_path / f"subset_{name}"), params, shuffle=False, augment=False)
+        streamed = batches(load_split("train", params.data, tmp_path / f"subset_{name}"), params.data, params.seed, shuffle=False)
         np.testing.assert_array_equal(np.concatenate([x for x, _ in collect(streamed, 0)]), expected[name])
     shard = sorted((tmp_path / "shared").iterdir())[0]
     shard.write_bytes(shard.read_bytes()[:-10])  # cut short: caught before training, not mid-epoch
     with pytest.raises(DataError, match=f"{shard.name}: .* bytes, the index says"):
         for name in ("a", "b"):
-            load_split("train", params, tmp_path / f"subset_{name}")
+            load_split("train", params.data, tmp_path / f"subset_{name}")

@@ -21,7 +21,6 @@ from inat_classifier.report import (
     draw_gallery,
     gallery_size,
     render_report,
-    tile_label,
     worst_misclassified,
 )
 
@@ -69,7 +68,6 @@ def test_worst_misclassified_are_the_wrong_ones_most_confident_first(photos):
     assert worst.confidence.tolist() == [0.9, 0.7, 0.6, 0.45]
     assert (worst.true != worst.predicted).all()
     assert worst_misclassified(predictions(photos), limit=2).path.tolist() == [photos[3], photos[1]]
-    assert tile_label("A", "B", 0.934) == "true: A / predicted: B (0.93)"
 
 
 def test_gallery_has_one_tile_per_photo_in_order(photos, tmp_path):
@@ -105,14 +103,14 @@ def test_no_misclassifications_give_a_placeholder_png(photos, tmp_path):
     draw_gallery(worst, tmp_path / "none.png")
     with Image.open(tmp_path / "none.png") as image:
         assert image.format == "PNG" and image.size[0] <= 2 * TILE and image.size[1] <= LABEL_HEIGHT
-    text = render_report({"test": split_report(LABELS, np.eye(3)[LABELS])}, 2, worst)
+    text = render_report({"test": split_report(LABELS, np.eye(3)[LABELS])}, worst)
     assert "every test photo was classified correctly" in text and "worst_test.png" not in text
     assert "- none: every image was classified correctly." in text
 
 
 def test_report_tables_add_up_and_show_interval_pairs_and_gallery(photos):
     worst = worst_misclassified(predictions(photos))
-    text = render_report({"test": split_report(), "train": split_report()}, 2, worst, gallery="worst_test.png")
+    text = render_report({"test": split_report(), "train": split_report()}, worst, gallery="worst_test.png")
     assert text.index("## train") < text.index("## test")  # split order, whatever the dict order
     m = split_metrics(LABELS, PROBS, 2)
     assert f"| test | 7 | 0.429 ({m['accuracy_ci_low']:.3f}-{m['accuracy_ci_high']:.3f}) |" in text
@@ -126,25 +124,25 @@ def test_report_tables_add_up_and_show_interval_pairs_and_gallery(photos):
     assert "- Sample maculata -> Sample striata: 2 images" in test
     assert "![The worst misclassified test photos" in text and "](worst_test.png)" in text
     assert f"| 1 | `{photos[3]}` | Sample striata | Sample reticulata | 0.90 |" in text
-    assert text == render_report({"train": split_report(), "test": split_report()}, 2, worst)  # stable bytes
+    assert text == render_report({"train": split_report(), "test": split_report()}, worst)  # stable bytes
     assert text.endswith("\n") and not text.endswith("\n\n")
 
 
 def test_report_without_test_or_any_split():
-    text = render_report({"train": split_report()}, 2, None)
+    text = render_report({"train": split_report()}, None)
     assert "The test split was not evaluated" in text
-    assert "No split was evaluated" in render_report({}, 2, None)
+    assert "No split was evaluated" in render_report({}, None)
 
 
 def test_the_report_states_class_balance_and_the_leakage_check():
     data = {"train": {"images": 10, "imbalance_ratio": 1.5}, "test": {"images": 4, "imbalance_ratio": None},
             "duplicates": {"exact": 1, "near": 2, "in_val": 0, "in_test": 3, "dropped": 3}}
-    text = render_report({}, 2, None, data=data)
+    text = render_report({}, None, data=data)
     assert "No split was evaluated" in text  # data checks need a scored split to be worth showing
     table = pd.DataFrame({"class_id": [0], "class_name": ["a"], "images": [2], "correct": [1], "incorrect": [1],
                           "precision": [1.0], "recall": [0.5], "f1": [0.667]})
     metrics = {"images": 2, "accuracy": 0.5, "accuracy_ci_low": 0.09, "accuracy_ci_high": 0.91}
-    text = render_report({"test": SplitReport(metrics, table, [])}, 2, None, data=data)
+    text = render_report({"test": SplitReport(metrics, table, [])}, None, data=data)
     assert "- train: 10 images, largest / smallest class 1.50" in text
     assert "- test: 4 images, largest / smallest class -" in text
     assert "3 val/test photos copy an earlier split's photo (1 exact, 2 near); 3 dropped" in text
@@ -197,9 +195,9 @@ def test_every_gallery_tile_is_credited(photos, tmp_path):
 
 def test_the_report_credits_listed_photos_and_lists_forbidden_ones_without_drawing_them(photos):
     worst = worst_misclassified(prediction_rows(photos, LABELS, PROBS, NAMES, 2, CREDITED))
-    text = render_report({"test": split_report()}, 2, worst)
+    text = render_report({"test": split_report()}, worst)
     assert (f"| 0.90 | (c) Ann Example, some rights reserved, CC BY-NC, "
             f"[source](https://www.inaturalist.org/observations/3) |") in text
-    refused = render_report({"test": split_report()}, 2, worst, not_drawn=showing_forbidden("archive", "inat_json"))
+    refused = render_report({"test": split_report()}, worst, not_drawn=showing_forbidden("archive", "inat_json"))
     assert "](worst_test.png)" not in refused and "Not drawn: the iNat competition's terms forbid" in refused
     assert f"| 1 | `{photos[3]}` |" in refused  # still listed, with its credit

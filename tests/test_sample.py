@@ -5,9 +5,9 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
+from conftest import fetch
 from inat_classifier.manifest import COLUMNS, read_manifest
 from inat_classifier.params import SampleSource, parse_params
-from inat_classifier.sources import download
 from inat_classifier.sources.sample import class_counts
 
 SMALL = {"download": {"sample": {"train_images": 12, "test_images": 6, "min_side": 40, "max_side": 80}}}
@@ -16,7 +16,7 @@ SMALL = {"download": {"sample": {"train_images": 12, "test_images": 6, "min_side
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    download(parse_params(SMALL), root / "raw")
+    fetch(parse_params(SMALL), root / "raw")
     return root / "raw"
 
 
@@ -47,14 +47,14 @@ def test_sizes_aspect_ratios_and_some_grayscale_vary(raw):
 
 
 def test_generation_is_deterministic_byte_for_byte(raw, tmp_path):
-    download(parse_params(SMALL), tmp_path / "raw")
+    fetch(parse_params(SMALL), tmp_path / "raw")
     first = read_manifest(raw).drop(columns="path")
     second = read_manifest(tmp_path / "raw").drop(columns="path")
     pd.testing.assert_frame_equal(first, second)
 
 
 def test_a_different_seed_gives_different_images(raw, tmp_path):
-    download(parse_params({**SMALL, "seed": 7}), tmp_path / "raw")
+    fetch(parse_params({**SMALL, "seed": 7}), tmp_path / "raw")
     assert set(read_manifest(raw).sha256).isdisjoint(read_manifest(tmp_path / "raw").sha256)
 
 
@@ -64,7 +64,7 @@ def test_mean_colour_alone_does_not_tell_the_classes_apart(tmp_path):
     The committed run's test accuracy is reported in the README next to this baseline.
     """
     config = {"download": {"sample": {"train_images": 60, "test_images": 2, "min_side": 48, "max_side": 64}}}
-    download(parse_params(config), tmp_path / "raw")
+    fetch(parse_params(config), tmp_path / "raw")
     manifest = read_manifest(tmp_path / "raw")
     train = manifest[manifest.split == "train"]
     features = np.array([np.asarray(Image.open(p).convert("RGB"), float).reshape(-1, 3).mean(0) for p in train.path])

@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import write_image
 from inat_classifier.errors import DataError
 from inat_classifier.params import parse_params
-from inat_classifier.subset import balance_summary, choose_classes, make_subset
+from inat_classifier.subset import Subset, balance_summary, choose_classes, make_subset
 
 
 def manifest_of(tmp_path, counts: dict[str, dict[str, int]]) -> pd.DataFrame:
@@ -18,6 +18,10 @@ def manifest_of(tmp_path, counts: dict[str, dict[str, int]]) -> pd.DataFrame:
                 path = write_image(tmp_path / split / name / f"{i}.jpg", size=(24, 24), seed=len(rows))
                 rows.append({"path": str(path), "split": split, "class": name})
     return pd.DataFrame(rows)
+
+
+def subset_of(manifest: pd.DataFrame, params) -> Subset:
+    return make_subset(manifest, params.subset, params.data.max_pixels, params.seed)
 
 
 COUNTS = {
@@ -42,7 +46,7 @@ def test_unknown_or_one_year_class_is_a_clear_error(tmp_path):
 
 def test_splits_are_stratified_disjoint_and_test_comes_only_from_the_test_year(tmp_path):
     manifest = manifest_of(tmp_path, COUNTS)
-    subset = make_subset(manifest, parse_params({"subset": {"num_classes": 4, "val_fraction": 0.25}}))
+    subset = subset_of(manifest, parse_params({"subset": {"num_classes": 4, "val_fraction": 0.25}}))
     train, val, test = (subset.splits[s] for s in ("train", "val", "test"))
     assert subset.classes == ["a", "b", "c", "d"]
     assert set(train.path).isdisjoint(val.path)
@@ -54,7 +58,7 @@ def test_splits_are_stratified_disjoint_and_test_comes_only_from_the_test_year(t
 
 def test_caps_apply_per_class_and_year(tmp_path):
     manifest = manifest_of(tmp_path, COUNTS)
-    subset = make_subset(manifest, parse_params({"subset": {"max_per_class": 5, "val_fraction": 0.2}}))
+    subset = subset_of(manifest, parse_params({"subset": {"max_per_class": 5, "val_fraction": 0.2}}))
     summary = balance_summary(subset)
     assert summary["test"]["per_class"] == {"a": 5, "b": 5, "c": 5, "d": 5}
     assert summary["train"]["images"] + summary["val"]["images"] == 20
@@ -64,21 +68,21 @@ def test_unreadable_images_are_dropped_and_listed(tmp_path):
     manifest = manifest_of(tmp_path, COUNTS)
     broken = manifest[(manifest.split == "train") & (manifest["class"] == "a")].path.iloc[0]
     open(broken, "wb").write(b"\x00garbage")
-    subset = make_subset(manifest, parse_params({}))
+    subset = subset_of(manifest, parse_params({}))
     assert len(subset.skipped) == 1 and broken in subset.skipped[0]
     assert broken not in set(pd.concat(subset.splits.values()).path)
 
 
 def test_same_seed_same_subset(tmp_path):
     manifest = manifest_of(tmp_path, COUNTS)
-    first = make_subset(manifest, parse_params({"seed": 3}))
-    second = make_subset(manifest, parse_params({"seed": 3}))
+    first = subset_of(manifest, parse_params({"seed": 3}))
+    second = subset_of(manifest, parse_params({"seed": 3}))
     for split in first.splits:
         pd.testing.assert_frame_equal(first.splits[split], second.splits[split])
 
 
 def test_balance_summary_reports_the_imbalance_ratio(tmp_path):
-    subset = make_subset(manifest_of(tmp_path, COUNTS), parse_params({}))
+    subset = subset_of(manifest_of(tmp_path, COUNTS), parse_params({}))
     summary = balance_summary(subset)
     counts = summary["train"]["per_class"]
     assert summary["train"]["imbalance_ratio"] == round(max(counts.values()) / min(counts.values()), 4)
@@ -91,8 +95,8 @@ def test_a_photo_copied_from_train_into_test_is_caught_reported_and_dropped_from
     shutil.copyfile(train_a[0], test_a[0])  # the same file uploaded twice
     Image.open(train_a[1]).resize((30, 30)).save(test_a[1], quality=80)  # a re-encoded, resized copy
 
-    kept = make_subset(manifest, parse_params({"subset": {"drop_duplicates": False}}))
-    dropped = make_subset(manifest, parse_params({}))
+    kept = subset_of(manifest, parse_params({"subset": {"drop_duplicates": False}}))
+    dropped = subset_of(manifest, parse_params({}))
     copies = {(d.dropped_path, d.kind) for d in dropped.duplicates}
     assert copies == {(test_a[0], "exact"), (test_a[1], "near")}
     assert {d.kept_path for d in dropped.duplicates} <= set(train_a)

@@ -64,7 +64,7 @@ def structured_split(n=24, size=32) -> Split:
 def recalibrated_classifier(params, split):
     make_deterministic(params.seed)
     model = build_classifier(params.model, 3, 32)
-    recalibrate_batchnorm(model, images_only(split, params))
+    recalibrate_batchnorm(model, images_only(split, params.data, params.seed))
     return model
 
 
@@ -78,15 +78,15 @@ def test_a_head_trained_on_cached_features_matches_one_trained_end_to_end(tmp_pa
     end_to_end = recalibrated_classifier(params, split)
     frozen = FrozenBaseHead(end_to_end)
     compile_model(frozen, 1e-2)
-    plain = batches(split, params, shuffle=False, augment=False)
-    fit(frozen, batches(split, params, shuffle=True, augment=False), plain, 3, "e2e", "a")
+    plain = batches(split, params.data, params.seed, shuffle=False)
+    fit(frozen, batches(split, params.data, params.seed, shuffle=True), plain, 3, "e2e", "a")
 
     cached = recalibrated_classifier(params, split)
-    features = base_features(cached, split, params, views=1)
+    features = base_features(cached, split, params.data, params.seed, params.augment, views=1)
     head = head_model(cached)
     compile_model(head, 1e-2)
-    fit(head, feature_batches(features, split.labels, params, True),
-        feature_batches(features, split.labels, params, False), 3, "cached", "b")
+    fit(head, feature_batches(features, split.labels, params.data, params.seed, True),
+        feature_batches(features, split.labels, params.data, params.seed, False), 3, "cached", "b")
 
     trained = [w for layer in head_of(end_to_end) for w in layer.get_weights()]
     for ours, theirs in zip([w for layer in head_of(cached) for w in layer.get_weights()], trained):
@@ -100,11 +100,11 @@ def test_augmented_views_differ_from_the_plain_view_and_repeat_per_seed():
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     split = structured_split(n=8)
     model = recalibrated_classifier(params, split)
-    first, again = base_features(model, split, params, 3), base_features(model, split, params, 3)
+    first, again = base_features(model, split, params.data, params.seed, params.augment, 3), base_features(model, split, params.data, params.seed, params.augment, 3)
     assert first.shape == (3, 8, 1280)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first[0], first[1]) and not np.allclose(first[1], first[2])
-    data = feature_batches(first, split.labels, params, shuffle=False)
+    data = feature_batches(first, split.labels, params.data, params.seed, shuffle=False)
     data.set_epoch(4)  # epoch 4 of 3 views: view 1
     np.testing.assert_array_equal(np.concatenate([x for x, _ in data.dataset.as_numpy_iterator()]), first[1])
 
@@ -147,10 +147,10 @@ def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tmp_path, monke
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     split = structured_split(n=8)
     model = recalibrated_classifier(params, split)
-    features = base_features(model, split, params, 1)
+    features = base_features(model, split, params.data, params.seed, params.augment, 1)
     head = head_model(model)
     compile_model(head, 1e-3)
-    data = feature_batches(features, split.labels, params, False)
+    data = feature_batches(features, split.labels, params.data, params.seed, False)
     history = fit(head, data, data, 2, "head", "these settings")
     assert len(history.history["loss"]) == 2  # both epochs ran: nothing was resumed
     assert not stale.exists()
@@ -199,8 +199,8 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_pat
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     split = structured_split(n=8)
     model = recalibrated_classifier(params, split)
-    features = base_features(model, split, params, 1)
-    data = feature_batches(features, split.labels, params, False)
+    features = base_features(model, split, params.data, params.seed, params.augment, 1)
+    data = feature_batches(features, split.labels, params.data, params.seed, False)
 
     def train(stage: str) -> keras.Model:
         make_deterministic(params.seed)
@@ -244,7 +244,7 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
     monkeypatch.setattr(dataset, "STATISTICS_BUDGET", 256 * dataset.FORWARD_BYTES_PER_PIXEL * 32**2 / 20)
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     split = structured_split(30)
-    assert [len(batch) for batch in images_only(split, params)] == [12, 12, 6]
+    assert [len(batch) for batch in images_only(split, params.data, params.seed)] == [12, 12, 6]
     model = recalibrated_classifier(params, split)
     features = base_of(model).predict(split.pixels[:4].astype(np.float32), verbose=0)
     assert np.isfinite(features).all() and features.std(axis=0).mean() > 1e-3  # images no longer look alike

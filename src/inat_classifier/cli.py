@@ -16,9 +16,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-DEFAULT_MODEL = Path("models/model.keras")  # relative to the project root (the folder with dvc.yaml)
-DEFAULT_EXPORT_DIR = Path("models/export")
-DEFAULT_EXPORT_METRICS = Path("metrics/export.json")
+from .layout import EXPORT_DIR as DEFAULT_EXPORT_DIR
+from .layout import EXPORT_METRICS as DEFAULT_EXPORT_METRICS
+from .layout import MODEL as DEFAULT_MODEL  # relative to the project root (the folder with dvc.yaml)
 
 
 def _probability(text: str) -> float:
@@ -42,7 +42,7 @@ def _positive(text: str) -> int:
 
 
 def _pixel_cap(text: str) -> int:
-    from .params import PILLOW_MAX_PIXELS
+    from .images import PILLOW_MAX_PIXELS
 
     value = _positive(text)
     if value > PILLOW_MAX_PIXELS:
@@ -74,6 +74,8 @@ MODEL_HELP = f"a .keras model (default: {DEFAULT_MODEL} in the project around th
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .images import DEFAULT_MAX_PIXELS
+
     parser = argparse.ArgumentParser(
         prog="inat-classifier",
         description="Use the trained species classifier on photos, export it, or compare and check runs.",
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--output", metavar="FILE",
         help="write here instead of stdout (a regular file is replaced atomically; /dev/stdout or a pipe is written to)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
-    add("--max-pixels", type=_pixel_cap, metavar="N", help="skip images larger than this (default: 50000000)")
+    add("--max-pixels", type=_pixel_cap, metavar="N", help=f"skip images larger than this (default: {DEFAULT_MAX_PIXELS})")
     add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
     predict.set_defaults(handler=run_predict)
 
@@ -202,9 +204,9 @@ def _require_model(path: Path) -> None:
 
 
 def _class_names(args: argparse.Namespace) -> list[str]:
-    from .predict import load_class_names, read_class_names
+    from .classnames import load_beside, read_class_names
 
-    return read_class_names(args.classes) if args.classes else load_class_names(args.model)
+    return read_class_names(args.classes) if args.classes else load_beside(args.model)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -237,8 +239,27 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_locked_model(model: Path, metrics: Path) -> None:
+    """``metrics/export.json`` is the pipeline's record: refuse to write it for a model other than the one
+    dvc.lock pins (an older run's, or an experiment not committed), or it would describe the wrong model."""
+    import hashlib
+
+    import yaml
+
+    root = project_path(Path(".")).resolve()
+    lock = root / "dvc.lock"
+    if metrics.resolve() != (root / DEFAULT_EXPORT_METRICS).resolve() or not lock.is_file():
+        return
+    outs = [out for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values() for out in stage.get("outs", [])]
+    pinned = next((out.get("md5") for out in outs if out.get("path") == DEFAULT_MODEL.as_posix()), None)
+    if pinned and hashlib.md5(model.read_bytes()).hexdigest() != pinned:
+        raise UserError(f"{model} is not the model dvc.lock pins ({DEFAULT_MODEL}, md5 {pinned[:8]}...): run `dvc repro` "
+                        f"or `dvc checkout` first, or write the figures elsewhere with --metrics FILE")
+
+
 def run_export(args: argparse.Namespace) -> int:
     _require_model(args.model)
+    _require_locked_model(args.model, args.metrics)
     from .atomic import write_json
     from .export import check_agreement, check_output_dir, export_model, summary
     from .model import load_model
@@ -264,12 +285,27 @@ def run_export(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{args.model} takes {size} px images but data.image_size is {params.data.image_size}; pass --images"
             )
-        pixels = load_split("test", params).pixels
-    report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=args.model)
+        pixels = _test_pixels(params)
+    shown = args.model.relative_to(Path.cwd()) if args.model.is_relative_to(Path.cwd()) else args.model  # as dvc.yaml names it
+    report = export_model(model, args.output_dir, pixels, names, args.batch_size, model_path=shown)
     write_json(args.metrics, report)
     print(summary(report), file=sys.stderr)
     check_agreement(report)
     return 0
+
+
+def _test_pixels(params) -> "np.ndarray":
+    """The test split's uint8 pixels: decoded from the photos, or read from the subset's shards
+    (``data.format: tfrecord``), a batch at a time, in the split's order."""
+    import numpy as np
+
+    from .dataset import batches, load_split
+
+    split = load_split("test", params.data)
+    if split.pixels is not None:
+        return split.pixels
+    ordered = batches(split, params.data, params.seed, shuffle=False).dataset
+    return np.concatenate([images.numpy().astype(np.uint8) for images, _ in ordered])
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ from scipy.stats import binomtest
 
 from .errors import UserError
 from .evaluation import Z_95, wilson_interval
+from .layout import SPLITS
 from .revisions import Revision
 
 ALPHA = 0.05  # the verdicts' significance level
-SPLITS = ("train", "val", "test")
 METRICS_FILE = "metrics/evaluate.json"
 PREDICTIONS_FILE = "metrics/predictions_{split}.csv"
 NO_DIFFERENCE, A_BETTER, B_BETTER = "no significant difference", "A is better", "B is better"

@@ -15,7 +15,6 @@ would have seen. Augmentation runs on whole uint8 batches and overlaps the train
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,12 +28,11 @@ import tensorflow as tf
 from .augment import build_augmenter
 from .errors import DataError
 from .images import load_many
-from .params import Data, Params
+from .layout import DISK_CACHE_DIR, SUBSET_DIR, split_file
+from .params import Augment, Data
 from .records import Records, open_split, parse
-from .subset import CLASSES_FILE, SUBSET_DIR
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
-DISK_CACHE_DIR = Path("data/cache")
 # A training-mode forward pass of EfficientNetB0 holds about this much per input pixel of each image
 # (measured: 103 MB an image at 224 px, benchmarks/memory.py); the BatchNormalization pass keeps to
 # STATISTICS_BUDGET with batches of at most STATISTICS_MOST images.
@@ -100,13 +98,6 @@ class Batches:
         return data.apply(tf.data.experimental.assert_cardinality(self.steps(replicas))).prefetch(tf.data.AUTOTUNE)
 
 
-def read_classes(subset_dir: Path = SUBSET_DIR) -> list[str]:
-    path = Path(subset_dir) / CLASSES_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run the subset stage first (dvc repro subset)")
-    return json.loads(path.read_text())
-
-
 def fits_in_memory(images: int, size: int) -> bool:
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return images * size * size * 3 <= MEMORY_SHARE * physical
@@ -123,12 +114,12 @@ def _disk_array(images: int, size: int) -> np.ndarray:
         os.unlink(name)
 
 
-def load_split(name: str, params: Params, subset_dir: Path = SUBSET_DIR) -> Split:
-    path = Path(subset_dir) / f"{name}.csv"
+def load_split(name: str, data: Data, subset_dir: Path = SUBSET_DIR) -> Split:
+    path = split_file(name, subset_dir)
     if not path.is_file():
         raise DataError(f"{path}: missing; run the subset stage first (dvc repro subset)")
     frame = pd.read_csv(path, dtype={"path": str, "label": np.int32, "class_name": str}, keep_default_na=False)
-    labels, paths, data = frame["label"].to_numpy(np.int32), frame["path"].tolist(), params.data
+    labels, paths = frame["label"].to_numpy(np.int32), frame["path"].tolist()
     if data.format == "tfrecord":  # decoded by the subset stage
         records = open_split(Path(subset_dir), name, len(frame), data.image_size, data.shard_size)
         return Split(name=name, pixels=None, labels=labels, paths=paths, skipped=[], records=records)
@@ -137,7 +128,7 @@ def load_split(name: str, params: Params, subset_dir: Path = SUBSET_DIR) -> Spli
     pixels, kept, problems = load_many(
         paths,
         size,
-        params.download.max_pixels,
+        data.max_pixels,
         desc=f"decoding {name}" + (" (to disk)" if on_disk else ""),
         into=_disk_array(len(frame), size) if on_disk else None,
     )
@@ -278,27 +269,38 @@ def _sharding() -> tf.data.Options:
     return options
 
 
-def batches(split: Split, params: Params, *, shuffle: bool, augment: bool, batch_size: int | None = None) -> Batches:
-    """Batches of ``split``; shuffled and augmented per epoch for training, plain and ordered otherwise."""
-    batch_size = batch_size or params.data.batch_size
-    order = Order.of(len(split), params.data, params.seed, shuffle)
+def batches(
+    split: Split,
+    data: Data,
+    seed: int,
+    *,
+    shuffle: bool,
+    augment: Augment | None = None,
+    batch_size: int | None = None,
+) -> Batches:
+    """Batches of ``split``; shuffled and augmented per epoch for training, plain and ordered otherwise.
+
+    ``augment`` is the params' augment section for training batches; without it the images are plain.
+    """
+    batch_size = batch_size or data.batch_size
+    order = Order.of(len(split), data, seed, shuffle)
     if split.records is not None:
-        data = record_batches(split.records, batch_size, order)
+        stream = record_batches(split.records, batch_size, order)
     else:
         pixels = split.pixels
-        data = epoch_batches(lambda _, rows: pixels[rows], split.labels, pixels.shape[1:], tf.uint8, batch_size, order)
-    augmenter = build_augmenter(params.augment) if augment else None
+        stream = epoch_batches(lambda _, rows: pixels[rows], split.labels, pixels.shape[1:], tf.uint8, batch_size, order)
+    augmenter = build_augmenter(augment) if augment is not None else None
     if augmenter is None:
-        data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
+        stream = stream.map(lambda x, y: (tf.cast(x, tf.float32), y))
     else:  # batch i of epoch e draws from (seed, e, i) alone
-        seed, epoch = tf.constant(params.seed, tf.int64), order.epoch
-        data = data.enumerate().map(
-            lambda i, batch: (augmenter(batch[0], tf.stack([seed, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
+        key, epoch = tf.constant(seed, tf.int64), order.epoch
+        stream = stream.enumerate().map(
+            lambda i, batch: (augmenter(batch[0], tf.stack([key, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
             # Stateless, so parallel batches stay deterministic (GPU). On one thread a parallel map would
             # only be rewritten to a plain one, which logs an error-level line (TensorFlow 2.21).
             num_parallel_calls=tf.data.AUTOTUNE if _gpu() else None,
         )
-    return Batches.of(data, order, batch_size)
+    return Batches.of(stream, order, batch_size)
 
 
 def statistics_batch_size(image_size: int) -> int:
@@ -310,7 +312,7 @@ def statistics_batch_size(image_size: int) -> int:
     return max(1, min(STATISTICS_MOST, int(STATISTICS_BUDGET // (FORWARD_BYTES_PER_PIXEL * image_size**2))))
 
 
-def images_only(split: Split, params: Params) -> tf.data.Dataset:
+def images_only(split: Split, data: Data, seed: int) -> tf.data.Dataset:
     """Float32 image batches of the whole split in a shuffled order (epoch 0), for statistics."""
-    size = statistics_batch_size(params.data.image_size)
-    return batches(split, params, shuffle=True, augment=False, batch_size=size).dataset.map(lambda x, _: x)
+    size = statistics_batch_size(data.image_size)
+    return batches(split, data, seed, shuffle=True, batch_size=size).dataset.map(lambda x, _: x)

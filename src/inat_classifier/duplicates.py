@@ -8,7 +8,6 @@ later split, never from training, so the fix only ever makes the evaluation stri
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ import imagehash
 import numpy as np
 
 from .images import DEFAULT_MAX_PIXELS, ImageError, open_rgb, try_each
+from .layout import SPLITS
+from .manifest import sha256_of
 
-SPLIT_ORDER = ("train", "val", "test")
 MAX_DISTANCE = 4  # of 64 pHash bits: re-encodes and small rescales stay within it, different photos rarely do
 # pHash looks at a 32 x 32 thumbnail: decoding a JPEG at a reduced scale saves most of the time on photos.
 _DRAFT = 256
@@ -43,7 +43,7 @@ def hash_image(path: str | Path, max_pixels: int) -> tuple[str, imagehash.ImageH
     """(sha256 of the bytes, pHash); decoding it also proves the file readable (ImageError if not)."""
     image = open_rgb(path, max_pixels=max_pixels, draft=_DRAFT)
     try:
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = sha256_of(path)
     except OSError as exc:  # vanished or unreadable after decoding: skip it like any unreadable file
         raise ImageError(f"{path}: {exc}") from None
     return digest, imagehash.phash(image)
@@ -81,7 +81,7 @@ def find_cross_split_duplicates(
     """
     if max_distance < 0:
         raise ValueError(f"max_distance must be >= 0, got {max_distance}")
-    order = sorted(splits, key=lambda name: SPLIT_ORDER.index(name) if name in SPLIT_ORDER else len(SPLIT_ORDER))
+    order = sorted(splits, key=lambda name: SPLITS.index(name) if name in SPLITS else len(SPLITS))
     members = {name: sorted({str(path) for path in splits[name]}) for name in order}
     unique = sorted({path for paths in members.values() for path in paths})
     if hashes is None:

@@ -25,7 +25,6 @@ from .manifest import CREDIT_COLUMNS
 PER_CLASS_COLUMNS = ["class_id", "class_name", "images", "correct", "incorrect", "precision", "recall", "f1"]
 RELIABILITY_COLUMNS = ["bin", "confidence", "accuracy", "images"]
 RECALL_COLUMNS = ["class_name", "recall"]
-NORMALISED_CONFUSION_COLUMNS = ["actual", "predicted", "share"]
 PREDICTION_COLUMNS = ["path", "true", "predicted", "confidence"]
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 ECE_BINS = 15
@@ -262,28 +261,6 @@ def confusion_rows(labels: np.ndarray, probs: np.ndarray, class_names: list[str]
     labels, probs, predicted = _predictions(labels, probs)
     names = _check_names(class_names, probs)
     return pd.DataFrame({"actual": names[labels], "predicted": names[predicted]})
-
-
-def normalised_confusion(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
-    """Row-normalised confusion, one row per (actual, predicted) cell including zeros, so a heatmap
-    template shows recall on the diagonal whatever the class sizes; classes with no images are
-    left out as actual (no row to normalise) but stay as predicted."""
-    labels, probs, predicted = _predictions(labels, probs)
-    if len(labels) == 0:
-        return pd.DataFrame(columns=NORMALISED_CONFUSION_COLUMNS)
-    names = _check_names(class_names, probs)
-    counts = _confusion(labels, predicted, len(names))
-    totals = counts.sum(axis=1)
-    present = np.flatnonzero(totals)
-    shares = counts[present] / totals[present, None]
-    return pd.DataFrame(
-        {
-            "actual": np.repeat(names[present], len(names)),
-            "predicted": np.tile(names, len(present)),
-            "share": np.round(shares.reshape(-1), 6),
-        },
-        columns=NORMALISED_CONFUSION_COLUMNS,
-    )
 
 
 def most_confused_pairs(

@@ -13,7 +13,6 @@ so it must be new, empty or hold nothing but a previous export's files (never ``
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_dir
+from .classnames import write_class_names
 from .errors import UserError
 
 SAVED_MODEL = "saved_model"
 TFLITE_FILES = {"tflite_float16": "model_float16.tflite", "tflite_int8": "model_int8.tflite"}
-FORMATS = (SAVED_MODEL, *TFLITE_FILES)
+EXPORT_FORMATS = (SAVED_MODEL, *TFLITE_FILES)
 CLASSES_JSON = "classes.json"
 MIN_AGREEMENT = 0.99
 # Formats that must agree with the Keras model on at least MIN_AGREEMENT of the images. Dynamic-range
@@ -80,7 +80,7 @@ def export_model(
             (tmp / filename).write_bytes(flat)
             runners[name] = (len(flat), tflite_runner(flat))
         if class_names is not None:
-            (tmp / CLASSES_JSON).write_text(json.dumps(list(class_names), indent=2) + "\n")
+            write_class_names(tmp / CLASSES_JSON, class_names)
         for name, (size, run) in runners.items():
             probs = run_batched(run, pixels, batch_size)
             where = out_dir / (SAVED_MODEL if name == SAVED_MODEL else TFLITE_FILES[name])
@@ -178,7 +178,7 @@ def summary(report: dict) -> str:
     """One line for the console: sizes and agreement of each format."""
     parts = [
         f"{name} {report[name]['size_bytes'] / 1e6:.1f} MB, top-1 agreement {report[name]['top1_agreement']:.2%}"
-        for name in FORMATS
+        for name in EXPORT_FORMATS
     ]
     return f"checked on {report['images']} images: " + "; ".join(parts)
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .dataset import Batches, Order, Split, batches, epoch_batches
 from .model import base_of, head_of
-from .params import Params
+from .params import Augment, Data
 
 
 def head_model(model: keras.Model) -> keras.Model:
@@ -52,21 +52,21 @@ class FrozenBaseHead(keras.Model):
         return self.head(self.base(images, training=False), training=training)
 
 
-def base_features(model: keras.Model, split: Split, params: Params, views: int) -> np.ndarray:
+def base_features(model: keras.Model, split: Split, data: Data, seed: int, augment: Augment, views: int) -> np.ndarray:
     """views x N x F float32 features of ``split`` from the frozen base, in the split's order."""
     base, replicas = base_of(model), model.distribute_strategy.num_replicas_in_sync
     out = []
     for view in tqdm(range(views), desc=f"features of {split.name}", unit="view", disable=views == 1):
-        data = batches(split, params, shuffle=False, augment=view > 0)
-        data.set_epoch(view)
-        out.append(base.predict(data.for_replicas(replicas), verbose=0).astype(np.float32))
+        view_batches = batches(split, data, seed, shuffle=False, augment=augment if view > 0 else None)
+        view_batches.set_epoch(view)
+        out.append(base.predict(view_batches.for_replicas(replicas), verbose=0).astype(np.float32))
     return np.stack(out)
 
 
-def feature_batches(features: np.ndarray, labels: np.ndarray, params: Params, shuffle: bool) -> Batches:
+def feature_batches(features: np.ndarray, labels: np.ndarray, data: Data, seed: int, shuffle: bool) -> Batches:
     """Epoch ``e`` serves view ``e mod views`` of ``features``, in the order images would have."""
-    views, order = len(features), Order.of(len(labels), params.data, params.seed, shuffle)
-    data = epoch_batches(
-        lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32, params.data.batch_size, order
+    views, order = len(features), Order.of(len(labels), data, seed, shuffle)
+    stream = epoch_batches(
+        lambda e, rows: features[e % views][rows], labels, features.shape[2:], tf.float32, data.batch_size, order
     )
-    return Batches.of(data, order, params.data.batch_size)
+    return Batches.of(stream, order, data.batch_size)

@@ -21,7 +21,10 @@ from tqdm import tqdm
 
 from .errors import DataError
 
+# The decompression-bomb cap per image (params.yaml's data.max_pixels), and Pillow's own
+# (PIL.Image.MAX_IMAGE_PIXELS), above which a larger cap would have no effect.
 DEFAULT_MAX_PIXELS = 50_000_000
+PILLOW_MAX_PIXELS = 89_478_485
 # The formats photos come in; no other Pillow plugin is ever tried. JPEG's opener also reads MPO.
 PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")

@@ -13,10 +13,10 @@ import pandas as pd
 
 from .atomic import write_csv, write_json
 from .errors import DataError
+from .layout import MANIFEST_FILE as MANIFEST
+from .layout import RAW_DIR
+from .layout import RAW_REPORT_FILE as REPORT
 
-RAW_DIR = Path("data/raw")
-MANIFEST = "manifest.csv"
-REPORT = "report.json"
 COLUMNS = [
     "path",
     "split",
@@ -31,8 +31,17 @@ COLUMNS = [
     "width",
     "height",
 ]
-SPLITS = ("train", "test")
 CREDIT_COLUMNS = ["license", "attribution", "url"]
+# How reports name each licence code of params.LICENSE_CODES (and the sample source's cc0).
+LICENSE_NAMES = {
+    "cc0": "CC0 (no rights reserved)",
+    "cc-by": "CC BY",
+    "cc-by-nc": "CC BY-NC",
+    "cc-by-sa": "CC BY-SA",
+    "cc-by-nd": "CC BY-ND",
+    "cc-by-nc-sa": "CC BY-NC-SA",
+    "cc-by-nc-nd": "CC BY-NC-ND",
+}
 OBSERVATION_URL = "https://www.inaturalist.org/observations/{}"
 # docs/data-sources.md: the iNat competitions allow non-commercial research only and forbid
 # redistributing their images, which a report or gallery showing them would do.

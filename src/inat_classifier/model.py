@@ -12,9 +12,10 @@ import keras
 
 from .atomic import atomic_path
 from .errors import UserError
-from .params import ModelParams
+from .params import Finetune, ModelParams
 
 BASE = "efficientnetb0"
+UNFREEZE_PRETRAINED = 20  # the Keras fine-tuning example's top 20 layers
 HEAD_LAYERS = ("head_bn", "head_dropout", "predictions")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -95,6 +96,20 @@ def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) 
             layer.trainable = False
     image_size = model.input_shape[1]
     return assemble(base, head_of(model), image_size)
+
+
+def unfrozen_layers(finetune: Finetune, config: ModelParams) -> int | str:
+    """``finetune.unfreeze``; ``auto``: the top 20 for pretrained weights, ``all`` of a random base (it must all learn)."""
+    if finetune.unfreeze == "auto":
+        return UNFREEZE_PRETRAINED if config.pretrained else "all"
+    return finetune.unfreeze
+
+
+def batchnorm_trains(finetune: Finetune, config: ModelParams) -> bool:
+    """``finetune.batchnorm``; ``auto``: pretrained statistics are worth protecting, a random base's are not."""
+    if finetune.batchnorm == "auto":
+        return not config.pretrained
+    return finetune.batchnorm == "train"
 
 
 def recalibrate_batchnorm(model: keras.Model, images: Iterable) -> None:

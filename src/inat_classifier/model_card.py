@@ -11,31 +11,12 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from .evaluation import wilson_interval
+from .layout import SPLITS
+from .manifest import LICENSE_NAMES
+from .markdown import headline_table, in_split_order
+from .model import batchnorm_trains, unfrozen_layers
 from .params import Params, Phase
 
-SPLIT_ORDER = ("train", "val", "test")
-LICENSE_NAMES = {
-    "cc0": "CC0 (no rights reserved)",
-    "cc-by": "CC BY",
-    "cc-by-nc": "CC BY-NC",
-    "cc-by-sa": "CC BY-SA",
-    "cc-by-nd": "CC BY-ND",
-    "cc-by-nc-sa": "CC BY-NC-SA",
-    "cc-by-nc-nd": "CC BY-NC-ND",
-}
-
-
-def accuracy_interval(split_metrics: Mapping) -> tuple[float, float] | None:
-    """The Wilson interval of a split's accuracy: ``accuracy_ci_low/high`` when the metrics have them
-    (computed from exact counts), else from ``images`` and ``accuracy`` (rounded counts)."""
-    low, high = split_metrics.get("accuracy_ci_low"), split_metrics.get("accuracy_ci_high")
-    if low is not None and high is not None:
-        return float(low), float(high)
-    n, accuracy = split_metrics.get("images"), split_metrics.get("accuracy")
-    if not n or accuracy is None:
-        return None
-    return wilson_interval(round(accuracy * n), int(n))
 
 
 def render_model_card(
@@ -44,24 +25,19 @@ def render_model_card(
     metrics: Mapping[str, Mapping],
     data_summary: Mapping | None = None,
     licenses: Mapping[str, int] | None = None,
-    intervals: Mapping[str, Sequence[float]] | None = None,
-    export: Mapping | None = None,
 ) -> str:
     """The model card as Markdown.
 
     - ``metrics``: ``metrics/evaluate.json`` (split -> images, accuracy, balanced_accuracy, ...).
     - ``data_summary``: ``metrics/subset.json`` (split -> images, imbalance_ratio, per_class).
     - ``licenses``: photo counts per licence code, ``data/raw/report.json``'s ``licenses``.
-    - ``intervals``: split -> (low, high) 95% interval of accuracy; computed (Wilson) where absent.
-    - ``export``: ``metrics/export.json``, shown when given.
     """
     sections = [
         _title(params, class_names),
         _intended_use(params, class_names),
         _training_data(params, class_names, data_summary, licenses),
         _recipe(params),
-        _metrics(params, metrics, intervals or {}),
-        _export(export) if export else "",
+        _metrics(metrics),
         _limits(params, class_names),
         _reproduce(params),
     ]
@@ -152,7 +128,7 @@ def _training_data(
     ]
     if params.subset.max_per_class:
         lines.append(f"- At most {params.subset.max_per_class} images per species and split.")
-    splits = [s for s in SPLIT_ORDER if summary and isinstance(summary.get(s), Mapping)]
+    splits = [s for s in SPLITS if summary and isinstance(summary.get(s), Mapping)]
     if splits:
         lines += ["", "Images per species and split (after unreadable files were dropped):", ""]
         lines.append("| species | " + " | ".join(splits) + " |")
@@ -186,7 +162,7 @@ def _training_data(
 
 def _recipe(params: Params) -> str:
     finetune = params.finetune
-    bn = "train" if finetune.batchnorm_trains(params.model) else "stay frozen (inference mode)"
+    bn = "train" if batchnorm_trains(finetune, params.model) else "stay frozen (inference mode)"
     stopping = (
         f", early stopping on validation loss after {finetune.early_stopping_patience} epochs without improvement"
         if finetune.early_stopping_patience
@@ -202,7 +178,7 @@ def _recipe(params: Params) -> str:
         f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {_rate(params.train_head)} "
         f"for {params.train_head.epochs} epochs, batch size {params.data.batch_size}, sparse categorical "
         f"cross-entropy; {_feature_cache(params.train_head.feature_cache)}.",
-        f"3. Fine-tuning: base unfrozen (`{finetune.unfrozen_layers(params.model)}` layers), BatchNormalization layers {bn}; Adam at "
+        f"3. Fine-tuning: base unfrozen (`{unfrozen_layers(finetune, params.model)}` layers), BatchNormalization layers {bn}; Adam at "
         f"{_rate(finetune)} for {finetune.epochs} epochs{stopping}.",
         f"4. Augmentation while training: rotation {augment.rotation} degrees, shifts {augment.width_shift} / "
         f"{augment.height_shift}, shear {augment.shear}, zoom {augment.zoom}, horizontal flip "
@@ -243,38 +219,16 @@ def _params_shown(params: Params) -> dict:
     return raw
 
 
-METRIC_NAMES = ["accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy", "log_loss"]
-
-
-def _metric_header(name: str, metrics: Mapping[str, Mapping]) -> str:
-    """``top_k_accuracy`` is headed with its k (``top-3 accuracy``), which the metrics record as ``top_k``."""
-    ks = sorted({m["top_k"] for m in metrics.values() if "top_k" in m})
-    if name == "top_k_accuracy" and len(ks) == 1:
-        return f"top-{ks[0]} accuracy"
-    return name.replace("_", " ")
-
-
-def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[str, Sequence[float]]) -> str:
+def _metrics(metrics: Mapping[str, Mapping]) -> str:
     lines = ["## Metrics", ""]
-    splits = [s for s in SPLIT_ORDER if s in metrics] + sorted(s for s in metrics if s not in SPLIT_ORDER)
-    if not splits:
+    if not in_split_order(metrics):
         return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
-    names = METRIC_NAMES
-    header = ["split", "images", "accuracy (95% interval)", *[_metric_header(n, metrics) for n in names[1:]]]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|---|" + "---:|" * (len(header) - 1))
-    for split in splits:
-        m = metrics[split]
-        interval = intervals.get(split) or accuracy_interval(m)
-        accuracy = number_cell(m.get("accuracy"))
-        if interval is not None and m.get("accuracy") is not None:
-            accuracy += f" ({interval[0]:.3f}-{interval[1]:.3f})"
-        cells = [split, str(m.get("images", "")), accuracy, *[number_cell(m.get(n)) for n in names[1:]]]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += headline_table(metrics)
     lines += [
         "",
         "Intervals are 95% Wilson score intervals for accuracy, treating test images as independent draws; "
         "photos of one observer or one animal are not independent, so the real uncertainty is larger. "
+        "ECE (expected calibration error) is how far the model's confidence is from its accuracy (0 = calibrated). "
         "Per-class precision, recall and F1 are in `metrics/per_class_<split>.csv`, confusion matrices in "
         "`dvc plots show`; `reports/evaluate.md` has the per-class tables, the most confused pairs and the "
         "worst misclassified test photos.",
@@ -288,37 +242,52 @@ def _metrics(params: Params, metrics: Mapping[str, Mapping], intervals: Mapping[
     return "\n".join(lines) + "\n"
 
 
-def number_cell(value: object) -> str:
-    """A metric as a Markdown table cell: three decimals, '-' when missing."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _export(export: Mapping) -> str:
-    lines = [
-        "## Exported models",
-        "",
-        f"Checked on {export.get('images', '?')} test images against the Keras model "
-        "(top-1 agreement: the share of images with the same most probable class).",
-        "",
-        "| format | size (MB) | top-1 agreement | max probability difference |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, entry in export.items():
-        if isinstance(entry, Mapping) and "size_bytes" in entry:
-            agreement = entry.get("top1_agreement")
-            difference = entry.get("max_probability_difference")
-            lines.append(
-                f"| `{name}` | {entry['size_bytes'] / 1e6:.1f} | "
-                f"{'-' if agreement is None else f'{agreement:.2%}'} | {number_cell(difference)} |"
-            )
-    return "\n".join(lines) + "\n"
+THRUSHES = ("Catharus ustulatus", "Catharus guttatus")  # the default taxa's look-alike pair
 
 
 def _limits(params: Params, class_names: Sequence[str]) -> str:
+    """What the model cannot do, for the data it was trained on: the offline sample's made-up species
+    have no tracks, regions or seasons; iNaturalist's photos (API or competition archive) have all three."""
+    download = params.download
+    lines = [
+        "## Known limits",
+        "",
+        f"- **Classes outside the list.** The softmax spreads all probability over these {len(class_names)} "
+        "classes: a photo of anything else is still assigned to one of them, often with high probability. "
+        "`--threshold` catches some of these but the probabilities are not calibrated for photos unlike the "
+        "training data.",
+    ]
+    if download.source == "sample":
+        lines += [
+            "- **Made-up species.** The images are generated coat patterns on animal-shaped bodies; the model has "
+            "never seen a real photo and says nothing about real animals.",
+        ]
+    else:
+        lines.append(_tracks_line(params))
+    from_inaturalist = download.source == "inaturalist" or (
+        download.source == "archive" and download.archive.layout == "inat_json"
+    )
+    if from_inaturalist:
+        lines += [
+            "- **Geography.** iNaturalist photos come mostly from where observers are (North America and Europe, "
+            "towns and parks). No location filter was used and the test set is another year, not another region: "
+            "accuracy in other regions, on regional forms or on camera-trap and night images is unknown.",
+            "- **Time and season.** Trained on one year and tested on the next; plumage, coat and behaviour vary "
+            "by season, and the share of each season follows when people happened to photograph.",
+        ]
+    lines.append(
+        f"- **Resolution.** Images are squashed to {params.data.image_size} px squares: small or distant animals "
+        "lose the detail that tells look-alike classes apart, and unusual aspect ratios distort shapes."
+    )
+    example = " (such as Swainson's and Hermit Thrush)" if set(THRUSHES) <= set(class_names) else ""
+    lines.append(
+        f"- **Look-alikes.** Similar classes{example} are the pairs most often confused; see the per-class "
+        "tables and confusion matrices before trusting a single answer."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _tracks_line(params: Params) -> str:
     evidence = params.download.inaturalist.evidence if params.download.source == "inaturalist" else None
     tracks = {
         "not_other": "observations annotated as tracks, scat, bones, feathers and the like were excluded, but "
@@ -326,30 +295,11 @@ def _limits(params: Params, class_names: Sequence[str]) -> str:
         "organism": "only observations annotated as showing the organism itself were used",
         "any": "no evidence filter was applied, so tracks and scat photos are mixed into the training data",
     }
-    track_line = (
-        f"{tracks[evidence]}." if evidence else "the data source has no evidence annotation to filter on."
-    )
-    lines = [
-        "## Known limits",
-        "",
-        f"- **Classes outside the list.** The softmax spreads all probability over these {len(class_names)} "
-        "species: a photo of any other species, of a pet, or of no animal at all is still assigned to one of "
-        "them, often with high probability. `--threshold` catches some of these but the probabilities are not "
-        "calibrated for photos unlike the training data.",
+    track_line = f"{tracks[evidence]}." if evidence else "the data source has no evidence annotation to filter on."
+    return (
         "- **Tracks, scat and other evidence.** The model learned from photos of animals; its answers on "
-        f"footprints, scat, bones, feathers or nests are unreliable. For this data: "
-        f"{track_line}",
-        "- **Geography.** iNaturalist photos come mostly from where observers are (North America and Europe, "
-        "towns and parks). No location filter was used and the test set is another year, not another region: "
-        "accuracy in other regions, on regional forms or on camera-trap and night images is unknown.",
-        "- **Time and season.** Trained on one year and tested on the next; plumage, coat and behaviour vary by "
-        "season, and the share of each season follows when people happened to photograph.",
-        f"- **Resolution.** Photos are squashed to {params.data.image_size} px squares: small or distant animals "
-        "lose the detail that tells look-alike species apart, and unusual aspect ratios distort shapes.",
-        "- **Look-alikes.** Similar species (such as Swainson's and Hermit Thrush) are the pairs most often "
-        "confused; see the per-class tables and confusion matrices before trusting a single answer.",
-    ]
-    return "\n".join(lines) + "\n"
+        f"footprints, scat, bones, feathers or nests are unreliable. For this data: {track_line}"
+    )
 
 
 def _reproduce(params: Params) -> str:

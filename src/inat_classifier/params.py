@@ -8,14 +8,17 @@ trained.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
+from .images import DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
+from .layout import SPLITS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -56,8 +59,8 @@ class SampleSource(Section):
 
 
 # Photo licence codes as the iNaturalist API writes them (null there means all rights reserved).
-LICENSE_CODES = ("cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd")
 LicenseCode = Literal["cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd"]
+LICENSE_CODES: tuple[str, ...] = get_args(LicenseCode)
 # Swainson's and Hermit Thrush look alike (the hard pair); raccoon tracks are the paw-print problem.
 DEFAULT_TAXA = ("Catharus ustulatus", "Catharus guttatus", "Procyon lotor", "Sciurus carolinensis")
 INATURALIST_API = "https://api.inaturalist.org/v1"
@@ -162,15 +165,8 @@ class FolderSource(Section):
     path: str = Field("data/photos", min_length=1, description="the folder; a DVC dependency of download")
 
 
-# Pillow's own decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS): a larger cap would have no effect.
-PILLOW_MAX_PIXELS = 89_478_485
-
-
 class Download(Section):
     source: Literal["sample", "inaturalist", "archive", "folder"] = "sample"
-    max_pixels: int = Field(
-        50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="decompression-bomb cap per image, at most Pillow's own"
-    )
     sample: SampleSource = SampleSource()
     inaturalist: InaturalistSource = InaturalistSource()
     archive: ArchiveSource = ArchiveSource()
@@ -219,6 +215,9 @@ class Data(Section):
     shard_size: int = Field(1000, ge=1, description="images per TFRecord shard and per block of the shuffle")
     shuffle_shards: int = Field(4, ge=1, description="blocks shuffled together; tfrecord holds this many in memory")
     tfrecord_dir: OffText = Field("", description="where subset writes shards: empty = data/subset/tfrecord")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, le=PILLOW_MAX_PIXELS, description="decompression-bomb cap per image, at most Pillow's own"
+    )
 
     @field_validator("tfrecord_dir")
     @classmethod
@@ -251,9 +250,6 @@ class Augment(Section):
         if not 0.0 < low <= high <= 2.0:
             raise ValueError("must be [low, high] with 0 < low <= high <= 2")
         return value
-
-
-BACKBONES = ("EfficientNetB0",)
 
 
 class ModelParams(Section):
@@ -320,7 +316,6 @@ class TrainHead(Phase):
 
 
 BatchNormMode = Literal["auto", "frozen", "train"]
-UNFREEZE_PRETRAINED = 20
 
 
 class Finetune(Phase):
@@ -342,24 +337,12 @@ class Finetune(Phase):
             raise ValueError("must be 'auto', 'all' or a positive number of top layers")
         return value
 
-    def unfrozen_layers(self, model: ModelParams) -> int | Literal["all"]:
-        """The Keras fine-tuning example's top 20 for pretrained weights; a random base must all learn."""
-        if self.unfreeze == "auto":
-            return UNFREEZE_PRETRAINED if model.pretrained else "all"
-        return self.unfreeze
 
-    def batchnorm_trains(self, model: ModelParams) -> bool:
-        """Pretrained statistics are worth protecting; a random base's are not (see README)."""
-        if self.batchnorm == "auto":
-            return not model.pretrained
-        return self.batchnorm == "train"
-
-
-Split = Literal["train", "val", "test"]
+SplitName = Literal["train", "val", "test"]  # layout.SPLITS
 
 
 class Evaluate(Section):
-    splits: list[Split] = Field(default_factory=lambda: ["train", "val", "test"], min_length=1)
+    splits: list[SplitName] = Field(default_factory=lambda: list(SPLITS), min_length=1)
     top_k: int = Field(3, ge=1, description="top-k accuracy; 3 is the iNat competition's metric")
 
 
@@ -375,6 +358,21 @@ class Params(Section):
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: object) -> object:
+        """``download.max_pixels`` (before data.max_pixels, which every decoding stage reads) still works."""
+        download = raw.get("download") if isinstance(raw, dict) else None
+        if not isinstance(download, dict) or "max_pixels" not in download:
+            return raw
+        download = {key: value for key, value in download.items() if key != "max_pixels"}
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        old, new = raw["download"]["max_pixels"], data.get("max_pixels", raw["download"]["max_pixels"])
+        if new != old:
+            raise ValueError(f"download.max_pixels ({old}) and data.max_pixels ({new}) differ; keep data.max_pixels only")
+        print("warning: download.max_pixels is deprecated: move it to data.max_pixels", file=sys.stderr)
+        return {**raw, "download": download, "data": {**data, "max_pixels": old}}
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":
         classes = len(self.subset.classes or []) or self.subset.num_classes
@@ -382,10 +380,6 @@ class Params(Section):
         if "top_k" in self.evaluate.model_fields_set and self.evaluate.top_k > classes:
             raise ValueError(f"evaluate.top_k ({self.evaluate.top_k}) must be <= the number of classes ({classes})")
         return self
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.subset.classes) or self.subset.num_classes
 
 
 def _describe(error: dict) -> str:

@@ -27,61 +27,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from .atomic import write_text
+from .classnames import UNKNOWN
 from .errors import UserError
 from .images import DEFAULT_MAX_PIXELS, load_many
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
-UNKNOWN = "unknown"
-FORMATS = ("table", "csv", "json")
-CLASSES_SUFFIX = ".classes.json"
+OUTPUT_FORMATS = ("table", "csv", "json")
 _DIGITS = 6
-
-
-# --- class names beside the model ------------------------------------------------------------
-
-
-def class_names_path(model_path: str | Path) -> Path:
-    """``models/model.keras`` -> ``models/model.classes.json``."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.stem + CLASSES_SUFFIX)
-
-
-def save_class_names(model_path: str | Path, names: Sequence[str]) -> Path:
-    """Write the class names in label order beside the model (the finetune stage does this)."""
-    target = class_names_path(model_path)
-    write_text(target, json.dumps(_checked_names(list(names), target), indent=2) + "\n")
-    return target
-
-
-def load_class_names(model_path: str | Path) -> list[str]:
-    """The names beside the model. Never guessed from elsewhere (``data/subset/classes.json`` may belong
-    to another experiment than this model): without them, the caller must name the file."""
-    path = class_names_path(model_path)
-    if not path.is_file():
-        raise UserError(f"class names not found beside the model ({path}); pass --classes PATH (a JSON list in label order)")
-    return read_class_names(path)
-
-
-def read_class_names(path: str | Path) -> list[str]:
-    """A JSON list of distinct class names, in label order."""
-    path = Path(path)
-    try:
-        names = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: class names file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON list of class names ({' '.join(str(exc).split())})") from None
-    return _checked_names(names, path)
-
-
-def _checked_names(names: object, source: Path) -> list[str]:
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise UserError(f"{source}: expected a non-empty JSON list of class names (strings)")
-    if len(set(names)) != len(names):
-        raise UserError(f"{source}: class names are not distinct")
-    if UNKNOWN in names:
-        raise UserError(f"{source}: '{UNKNOWN}' is reserved for answers below the threshold")
-    return names
 
 
 # --- finding the images -----------------------------------------------------------------------
@@ -223,7 +175,7 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return json.dumps(frame.to_dict(orient="records"), indent=2, allow_nan=False) + "\n"
     if fmt == "table":
         return _aligned(frame) if len(frame) else "no images classified\n"
-    raise UserError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    raise UserError(f"unknown format '{fmt}' (choose from {', '.join(OUTPUT_FORMATS)})")
 
 
 def _aligned(frame: pd.DataFrame) -> str:
@@ -275,4 +227,3 @@ def write_output(text: str, output: str | Path | None, stream: TextIO | None = N
 def report_problems(problems: Sequence[str], stream: TextIO | None = None) -> None:
     for problem in problems:
         print(f"skipped: {problem}", file=stream or sys.stderr)
-

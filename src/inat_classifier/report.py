@@ -19,9 +19,10 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .atomic import atomic_path
 from .images import DEFAULT_MAX_PIXELS, ImageError, open_rgb
-from .model_card import LICENSE_NAMES, number_cell
-
-SPLIT_ORDER = ("train", "val", "test")
+from .layout import SPLITS
+from .manifest import LICENSE_NAMES
+from .markdown import cell as _cell
+from .markdown import headline_table, in_split_order, number_cell
 GALLERY_LIMIT = 8
 COLUMNS = 4
 TILE = 200  # photo area per tile (pixels, square); the label goes below it, long names are shortened
@@ -52,10 +53,6 @@ def worst_misclassified(predictions: pd.DataFrame, limit: int = GALLERY_LIMIT) -
     wrong = predictions[predictions["true"] != predictions["predicted"]]
     ordered = wrong.sort_values(["confidence", "path"], ascending=[False, True], kind="stable")
     return ordered.head(max(limit, 0)).reset_index(drop=True)
-
-
-def tile_label(true: str, predicted: str, confidence: float) -> str:
-    return f"true: {true} / predicted: {predicted} ({confidence:.2f})"
 
 
 def gallery_size(tiles: int, columns: int = COLUMNS) -> tuple[int, int]:
@@ -152,7 +149,6 @@ def _fit(draw: ImageDraw.ImageDraw, font, prefix: str, name: str, suffix: str) -
 
 def render_report(
     splits: Mapping[str, SplitReport],
-    top_k: int,
     worst: pd.DataFrame | None = None,
     gallery: str = "worst_test.png",
     data: Mapping | None = None,
@@ -162,7 +158,7 @@ def render_report(
     when test was not evaluated); ``gallery`` is the PNG's path relative to the report; ``data`` is
     the subset stage's ``metrics/subset.json`` (class balance and leaked copies); ``not_drawn`` is
     why the photos may not be shown (``manifest.showing_forbidden``): then they are only listed."""
-    names = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
+    names = in_split_order(splits)
     lines = [
         "# Evaluation",
         "",
@@ -172,7 +168,7 @@ def render_report(
     ]
     if not names:
         return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
-    lines += _headline(splits, names, top_k)
+    lines += _headline(splits)
     if data is not None:
         lines += _data_section(data)
     for name in names:
@@ -184,7 +180,7 @@ def render_report(
 def _data_section(data: Mapping) -> list[str]:
     """Class balance and the leakage check: what to know before believing the numbers above."""
     lines = ["## Data checks", ""]
-    for split in SPLIT_ORDER:
+    for split in SPLITS:
         if split in data:
             ratio = data[split].get("imbalance_ratio")
             lines.append(f"- {split}: {data[split]['images']} images, largest / smallest class "
@@ -200,22 +196,8 @@ def _data_section(data: Mapping) -> list[str]:
     return lines + [""]
 
 
-def _headline(splits: Mapping[str, SplitReport], names: Sequence[str], top_k: int) -> list[str]:
-    lines = [
-        "## Headline metrics",
-        "",
-        f"| split | images | accuracy (95% interval) | balanced accuracy | macro F1 | top-{top_k} accuracy "
-        "| log loss | ECE |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name in names:
-        m = splits[name].metrics
-        accuracy = number_cell(m.get("accuracy"))
-        if m.get("accuracy_ci_low") is not None and m.get("accuracy_ci_high") is not None:
-            accuracy += f" ({m['accuracy_ci_low']:.3f}-{m['accuracy_ci_high']:.3f})"
-        cells = [name, str(m.get("images", "")), accuracy]
-        cells += [number_cell(m.get(key)) for key in ("balanced_accuracy", "macro_f1", "top_k_accuracy", "log_loss", "ece")]
-        lines.append("| " + " | ".join(cells) + " |")
+def _headline(splits: Mapping[str, SplitReport]) -> list[str]:
+    lines = ["## Headline metrics", "", *headline_table({name: split.metrics for name, split in splits.items()})]
     lines += [
         "",
         "The interval is the 95% Wilson score interval of accuracy: a difference between runs or experiments "
@@ -281,7 +263,3 @@ def _worst_section(worst: pd.DataFrame | None, gallery: str, not_drawn: str | No
             f"| {_cell(attribution)}, {_cell(licence)}{source} |"
         )
     return lines
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|")

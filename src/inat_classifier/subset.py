@@ -7,7 +7,6 @@ from the training year only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +15,8 @@ from sklearn.model_selection import train_test_split
 from .duplicates import Duplicate, find_cross_split_duplicates, image_hashes
 from .errors import DataError
 from .images import ImageError, open_rgb
-from .params import Params
+from .params import Subset as SubsetParams
 
-SUBSET_DIR = Path("data/subset")
-CLASSES_FILE = "classes.json"
 SPLIT_COLUMNS = ["path", "label", "class_name"]
 DUPLICATE_COLUMNS = ["kept_split", "kept_path", "dropped_split", "dropped_path", "distance", "kind"]
 
@@ -75,25 +72,25 @@ def _cap(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=seed).groupby("class").head(cap).sort_index()
 
 
-def make_subset(manifest: pd.DataFrame, params: Params) -> Subset:
-    config = params.subset
+def make_subset(manifest: pd.DataFrame, config: SubsetParams, max_pixels: int, seed: int) -> Subset:
+    """The chosen classes' readable photos in train, val and test, leaked copies found (and dropped)."""
     classes = choose_classes(manifest, config.classes, config.num_classes)
     chosen = manifest[manifest["class"].isin(classes)].copy()
-    ok, skipped, hashes = readable(chosen["path"].tolist(), params.download.max_pixels)
+    ok, skipped, hashes = readable(chosen["path"].tolist(), max_pixels)
     chosen = chosen[np.asarray(ok, dtype=bool)]
     label_of = {name: i for i, name in enumerate(classes)}
     chosen["label"] = chosen["class"].map(label_of)
     chosen["class_name"] = chosen["class"]
     chosen = chosen.sort_values(["split", "label", "path"], kind="stable")
 
-    train_all = _cap(chosen[chosen["split"] == "train"], config.max_per_class, params.seed)
-    test = _cap(chosen[chosen["split"] == "test"], config.max_per_class, params.seed)
+    train_all = _cap(chosen[chosen["split"] == "train"], config.max_per_class, seed)
+    test = _cap(chosen[chosen["split"] == "test"], config.max_per_class, seed)
     too_small = [name for name in classes if (train_all["class"] == name).sum() < 2]
     if too_small:
         raise DataError(f"classes with fewer than 2 readable training images: {', '.join(too_small)}")
     try:
         train, val = train_test_split(
-            train_all, test_size=config.val_fraction, stratify=train_all["label"], random_state=params.seed
+            train_all, test_size=config.val_fraction, stratify=train_all["label"], random_state=seed
         )
     except ValueError as exc:
         raise DataError(f"subset.val_fraction: cannot split {len(train_all)} training images: {exc}") from None

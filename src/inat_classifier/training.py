@@ -29,11 +29,10 @@ from sklearn.utils.class_weight import compute_class_weight
 from .atomic import write_json
 from .dataset import DRAWS_PER_EPOCH, Batches
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
+from .layout import CHECKPOINT_DIR, LIVE_DIR
 from .model import moving_statistics
 from .params import Params, Phase, Train
 
-LIVE_DIR = Path("dvclive")
-CHECKPOINT_DIR = Path("checkpoints")  # not a DVC output: it must survive DVC cleaning a stage's outputs
 CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
 
 

@@ -6,32 +6,36 @@ from pathlib import Path
 
 from ..atomic import atomic_dir
 from ..http import HttpSettings
-from ..manifest import RAW_DIR, write_manifest
-from ..params import Params
+from ..layout import DOWNLOAD_DIR, RAW_DIR
+from ..manifest import write_manifest
+from ..params import Download
 from . import archive, folder, inaturalist, sample
-
-# Downloads and extractions that must survive DVC deleting data/raw before the stage reruns:
-# finished files here are never fetched again. Safe to delete (everything is fetched anew).
-DOWNLOAD_DIR = Path("data/downloads")
 
 
 def download(
-    params: Params, raw_dir: Path = RAW_DIR, cache_dir: Path = DOWNLOAD_DIR, http: HttpSettings = HttpSettings()
+    config: Download,
+    seed: int,
+    max_pixels: int,
+    raw_dir: Path = RAW_DIR,
+    cache_dir: Path = DOWNLOAD_DIR,
+    http: HttpSettings = HttpSettings(),
 ) -> None:
-    """Build ``raw_dir`` from the configured source; it appears only once it is complete."""
-    config = params.download
+    """Build ``raw_dir`` from the configured source; it appears only once it is complete.
+
+    ``seed`` makes the offline sample; a photo over ``max_pixels`` (``data.max_pixels``) is skipped.
+    """
     source = config.source
     with atomic_dir(raw_dir) as tmp:
         in_place = False  # the folder source's rows point at the folder itself
         skipped: list[str] = []
         if source == "sample":
-            rows = sample.generate(config.sample, params.seed, tmp)
+            rows = sample.generate(config.sample, seed, tmp)
         elif source == "inaturalist":
-            rows, skipped = inaturalist.collect(config.inaturalist, tmp, config.max_pixels, cache_dir, http)
+            rows, skipped = inaturalist.collect(config.inaturalist, tmp, max_pixels, cache_dir, http)
         elif source == "archive":
-            rows, skipped = archive.collect(config.archive, tmp, config.max_pixels, cache_dir, http)
+            rows, skipped = archive.collect(config.archive, tmp, max_pixels, cache_dir, http)
         elif source == "folder":
-            rows, skipped = folder.collect(config.folder, config.max_pixels)
+            rows, skipped = folder.collect(config.folder, max_pixels)
             in_place = True
         else:  # params validation only lets implemented sources through
             raise AssertionError(source)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..images import open_rgb, try_each
-from ..manifest import SPLITS, sha256_of
+from ..layout import SOURCE_SPLITS
+from ..manifest import sha256_of
 from ..params import FolderSource
 
 
@@ -22,11 +23,11 @@ def scan(root: Path, key: str) -> list[tuple[str, str, Path]]:
     Hidden names (``.DS_Store``, ``._x.jpg``) are ignored; a missing split folder is an error
     naming ``key``, the param that pointed here.
     """
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         if not (root / split).is_dir():
             raise DataError(f"{key}: {root} has no {split}/ folder (expected train/<class>/* and test/<class>/*)")
     items = []
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         for class_dir in sorted((root / split).iterdir()):
             if class_dir.is_dir() and not class_dir.name.startswith("."):
                 items += [
