@@ -303,7 +303,7 @@ def test_prediction_rows_by_hand():
     paths = [f"data/raw/test/x/{i}.jpg" for i in range(len(LABELS))]
     rows = prediction_rows(paths, LABELS, PROBS, NAMES, top_k=2)
     assert list(rows.columns) == [
-        "path", "true", "predicted", "confidence", "top1_class", "top1_prob", "top2_class", "top2_prob",
+        "path", "true", "predicted", "confidence", "class_1", "probability_1", "class_2", "probability_2",
         "license", "attribution", "url",
     ]
     assert len(rows) == 10 and rows.path.tolist() == paths
@@ -312,12 +312,12 @@ def test_prediction_rows_by_hand():
         "", "", "",
     ]
     # a tie (0.3, 0.3 behind 0.4) ranks the lower class id first, as argmax does
-    assert rows.iloc[6][["top1_class", "top2_class", "top2_prob"]].tolist() == ["Vulpes vulpes", "Anas platyrhynchos", 0.3]
-    assert (rows.predicted == rows.top1_class).all() and (rows.confidence == rows.top1_prob).all()
-    assert (rows.top1_prob >= rows.top2_prob).all()
+    assert rows.iloc[6][["class_1", "class_2", "probability_2"]].tolist() == ["Vulpes vulpes", "Anas platyrhynchos", 0.3]
+    assert (rows.predicted == rows.class_1).all() and (rows.confidence == rows.probability_1).all()
+    assert (rows.probability_1 >= rows.probability_2).all()
     assert (rows.true == np.asarray(NAMES)[LABELS]).all()
     assert (rows.true != rows.predicted).sum() == 3
-    assert list(prediction_rows(paths, LABELS, PROBS, NAMES, top_k=3).columns)[-5:-3] == ["top3_class", "top3_prob"]
+    assert list(prediction_rows(paths, LABELS, PROBS, NAMES, top_k=3).columns)[-5:-3] == ["class_3", "probability_3"]
 
 
 def test_prediction_rows_refuse_bad_inputs_and_empty_splits_give_a_header():

@@ -21,6 +21,7 @@ from sklearn.metrics import (
 )
 
 from .manifest import CREDIT_COLUMNS
+from .topk import DIGITS, rank_classes, top_k_columns
 
 PER_CLASS_COLUMNS = ["class_id", "class_name", "images", "correct", "incorrect", "precision", "recall", "f1"]
 RELIABILITY_COLUMNS = ["bin", "confidence", "accuracy", "images"]
@@ -278,10 +279,9 @@ def most_confused_pairs(
 
 
 def prediction_columns(top_k: int) -> list[str]:
-    """``path, true, predicted, confidence, top1_class, top1_prob, ..., top{k}_class, top{k}_prob,
-    license, attribution, url``."""
-    ranked = [f"top{rank}_{what}" for rank in range(1, top_k + 1) for what in ("class", "prob")]
-    return [*PREDICTION_COLUMNS, *ranked, *CREDIT_COLUMNS]
+    """``path, true, predicted, confidence, class_1, probability_1, ..., class_k, probability_k,
+    license, attribution, url`` (the top-k columns as ``inat-classifier predict`` writes them)."""
+    return [*PREDICTION_COLUMNS, *top_k_columns(top_k), *CREDIT_COLUMNS]
 
 
 def prediction_rows(
@@ -294,7 +294,7 @@ def prediction_rows(
 ) -> pd.DataFrame:
     """One row per image with its top-k classes and probabilities, so later analysis (error review,
     thresholds, another metric) needs no re-run of the model. Ties rank the lower class id first,
-    as ``argmax`` does, so ``predicted`` is always ``top1_class``. ``credits`` (``manifest.photo_credits``
+    as ``argmax`` does, so ``predicted`` is always ``class_1``. ``credits`` (``manifest.photo_credits``
     of the paths) travels with each row, since a file naming photos must credit them; empty without."""
     labels, probs, predicted = _predictions(labels, probs)
     if len(paths) != len(labels):
@@ -307,16 +307,13 @@ def prediction_rows(
     if len(labels) == 0:
         return pd.DataFrame(columns=columns)
     names = _check_names(class_names, probs)
-    ranked = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     data = {
         "path": [str(path) for path in paths],
         "true": names[labels],
         "predicted": names[predicted],
-        "confidence": np.round(probs.max(axis=1), 6),
+        "confidence": np.round(probs.max(axis=1), DIGITS),
+        **rank_classes(probs, names, top_k),
     }
-    for rank in range(top_k):
-        data[f"top{rank + 1}_class"] = names[ranked[:, rank]]
-        data[f"top{rank + 1}_prob"] = np.round(np.take_along_axis(probs, ranked[:, rank : rank + 1], axis=1)[:, 0], 6)
     for column in CREDIT_COLUMNS:
         data[column] = [""] * len(labels) if credits is None else credits[column].astype(str).tolist()
     return pd.DataFrame(data, columns=columns)

@@ -30,10 +30,10 @@ from .atomic import write_text
 from .classnames import UNKNOWN
 from .errors import UserError
 from .images import DEFAULT_MAX_PIXELS, load_many
+from .topk import rank_classes, top_k_columns
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 OUTPUT_FORMATS = ("table", "csv", "json")
-_DIGITS = 6
 
 
 # --- finding the images -----------------------------------------------------------------------
@@ -144,21 +144,17 @@ def classify(
 
 
 def columns(top_k: int) -> list[str]:
-    ranked = [name for i in range(1, top_k + 1) for name in (f"class_{i}", f"probability_{i}")]
-    return ["path", "prediction", "probability", *ranked]
+    return ["path", "prediction", "probability", *top_k_columns(top_k)]
 
 
 def _table(paths: list[str], probs: np.ndarray, names: np.ndarray, k: int, threshold: float) -> pd.DataFrame:
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(probs, order, axis=1).round(_DIGITS)
+    ranked = rank_classes(probs, names, k)
     data: dict[str, object] = {
         "path": paths,
-        "prediction": np.where(top[:, 0] < threshold, UNKNOWN, names[order[:, 0]]),
-        "probability": top[:, 0],
+        "prediction": np.where(ranked["probability_1"] < threshold, UNKNOWN, ranked["class_1"]),
+        "probability": ranked["probability_1"],
+        **ranked,
     }
-    for i in range(k):
-        data[f"class_{i + 1}"] = names[order[:, i]]
-        data[f"probability_{i + 1}"] = top[:, i]
     return pd.DataFrame(data, columns=columns(k))
 
 
