@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import fetch, write_image
-from fake_inaturalist import FakeInaturalist
+from helpers.fake_inaturalist import FakeInaturalist
 from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError, ParamsError
 from inat_classifier.http import HttpSettings

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from helpers.fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from conftest import fetch
 from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError

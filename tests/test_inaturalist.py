@@ -1,4 +1,4 @@
-"""The iNaturalist source against a local fake of the v1 API (tests/fake_inaturalist.py), offline.
+"""The iNaturalist source against a local fake of the v1 API (tests/helpers/fake_inaturalist.py), offline.
 
 One module-wide fake serves a small world built so that each rule shows: 205 track observations
 fill the first page (so paging must go on), then photos in every awkward format, licences that
@@ -23,7 +23,7 @@ import pytest
 import requests
 from PIL import Image
 
-from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from helpers.fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from conftest import fetch
 from inat_classifier.errors import DataError, ParamsError
 from inat_classifier.http import Client, HttpSettings, RateLimiter, retry_after

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import fetch, write_image
-from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from helpers.fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from inat_classifier.errors import DataError
 from inat_classifier.http import HttpSettings
 from inat_classifier.manifest import read_manifest

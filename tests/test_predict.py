@@ -15,7 +15,7 @@ from PIL import Image
 
 pytest.importorskip("keras")
 
-from tiny_classifier import CLASSES, SIZE, train_tiny_classifier, write_picture  # noqa: E402
+from helpers.tiny_classifier import CLASSES, SIZE, train_tiny_classifier, write_picture  # noqa: E402
 
 from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402

@@ -111,7 +111,7 @@ def test_augmented_views_differ_from_the_plain_view_and_repeat_per_seed():
 
 def start(workdir: Path, *kill: int) -> subprocess.Popen:
     workdir.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, str(HERE / "resumable_run.py"), "model.keras", *map(str, kill)],
+    return subprocess.Popen([sys.executable, str(HERE / "helpers" / "resumable_run.py"), "model.keras", *map(str, kill)],
                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
