@@ -16,7 +16,6 @@ from inat_classifier import markdown
 from inat_classifier.evaluation import (
     confusion_rows,
     expected_calibration_error,
-    most_confused_pairs,
     per_class_table,
     prediction_columns,
     prediction_rows,
@@ -278,25 +277,12 @@ def test_confusion_rows_name_actual_and_predicted_classes():
     assert rows.iloc[1].tolist() == ["Anas platyrhynchos", "Catharus ustulatus"]
 
 
-def test_most_confused_pairs_are_off_diagonal_most_frequent_first_then_by_name():
-    assert most_confused_pairs(LABELS, PROBS, NAMES) == [
-        ("Anas platyrhynchos", "Catharus ustulatus", 1),
-        ("Catharus ustulatus", "Vulpes vulpes", 1),
-        ("Vulpes vulpes", "Anas platyrhynchos", 1),
-    ]
-    labels = np.array([0, 0, 1, 1, 1, 2, 2])
-    probs = np.eye(3)[[1, 1, 2, 1, 1, 0, 2]]  # 0->1 twice, 1->2 once, 1->1 twice, 2->0 once
-    assert most_confused_pairs(labels, probs, ["a", "b", "c"], top=2) == [("a", "b", 2), ("b", "c", 1)]
-    assert most_confused_pairs(labels, np.eye(3)[labels], ["a", "b", "c"]) == []
-
-
 def test_empty_splits_give_header_only_tables():
     labels, probs = np.zeros(0, np.int32), np.zeros((0, 3), np.float32)
     assert per_class_table(labels, probs, NAMES).empty
     assert confusion_rows(labels, probs, NAMES).empty
     assert list(reliability_rows(labels, probs).columns) == ["bin", "confidence", "accuracy", "images"]
     assert list(recall_rows(labels, probs, NAMES).columns) == ["class_name", "recall"]
-    assert most_confused_pairs(labels, probs, NAMES) == []
 
 
 def test_prediction_rows_by_hand():

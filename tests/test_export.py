@@ -5,6 +5,7 @@ One export (one conversion per format, about a minute on two CPU cores) is share
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -23,6 +24,7 @@ from inat_classifier.export import (  # noqa: E402
     check_agreement,
     check_output_dir,
     export_model,
+    figures_for,
     tflite_runner,
 )
 from inat_classifier.model import save_model  # noqa: E402
@@ -73,6 +75,17 @@ def test_metrics_hold_sizes_and_top1_agreement_for_every_format(report):
     assert 0.0 <= report["tflite_int8"]["top1_agreement"] <= 1.0
     # float16 weights: 2 bytes instead of 4; int8 weights: 1 byte (EfficientNetB0's 4M parameters)
     assert report["tflite_int8"]["size_bytes"] < report["tflite_float16"]["size_bytes"] < report["keras"]["size_bytes"]
+
+
+def test_the_figures_name_the_model_they_were_measured_on(workspace, report, tmp_path):
+    """The report stage shows them on the card only beside that model (figures_for: the same md5)."""
+    model = workspace / "models" / "model.keras"
+    assert report["keras"]["md5"] == hashlib.md5(model.read_bytes()).hexdigest()
+    assert figures_for(model, workspace / "metrics" / "export.json") == report
+    other = tmp_path / "other.keras"
+    other.write_bytes(model.read_bytes() + b"\0")
+    assert figures_for(other, workspace / "metrics" / "export.json") is None
+    assert figures_for(model, tmp_path / "no-export.json") is None
 
 
 def test_artefacts_are_in_models_export_with_the_class_names(workspace, report):

@@ -242,9 +242,9 @@ def run_predict(args: argparse.Namespace) -> int:
 def _require_locked_model(model: Path, metrics: Path) -> None:
     """``metrics/export.json`` is the pipeline's record: refuse to write it for a model other than the one
     dvc.lock pins (an older run's, or an experiment not committed), or it would describe the wrong model."""
-    import hashlib
-
     import yaml
+
+    from .export import md5_of
 
     root = project_path(Path(".")).resolve()
     lock = root / "dvc.lock"
@@ -252,7 +252,7 @@ def _require_locked_model(model: Path, metrics: Path) -> None:
         return
     outs = [out for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values() for out in stage.get("outs", [])]
     pinned = next((out.get("md5") for out in outs if out.get("path") == DEFAULT_MODEL.as_posix()), None)
-    if pinned and hashlib.md5(model.read_bytes()).hexdigest() != pinned:
+    if pinned and md5_of(model) != pinned:
         raise UserError(f"{model} is not the model dvc.lock pins ({DEFAULT_MODEL}, md5 {pinned[:8]}...): run `dvc repro` "
                         f"or `dvc checkout` first, or write the figures elsewhere with --metrics FILE")
 

@@ -264,20 +264,6 @@ def confusion_rows(labels: np.ndarray, probs: np.ndarray, class_names: list[str]
     return pd.DataFrame({"actual": names[labels], "predicted": names[predicted]})
 
 
-def most_confused_pairs(
-    labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str], top: int = 5
-) -> list[tuple[str, str, int]]:
-    """The ``top`` (actual, predicted, images) mistakes, most frequent first, ties by names."""
-    labels, probs, predicted = _predictions(labels, probs)
-    names = _check_names(class_names, probs)
-    counts = _confusion(labels, predicted, len(names))
-    np.fill_diagonal(counts, 0)
-    actual, guessed = np.nonzero(counts)
-    pairs = [(str(names[a]), str(names[p]), int(counts[a, p])) for a, p in zip(actual, guessed)]
-    pairs.sort(key=lambda pair: (-pair[2], pair[0], pair[1]))
-    return pairs[: max(top, 0)]
-
-
 def prediction_columns(top_k: int) -> list[str]:
     """``path, true, predicted, confidence, class_1, probability_1, ..., class_k, probability_k,
     license, attribution, url`` (the top-k columns as ``inat-classifier predict`` writes them)."""

@@ -9,10 +9,14 @@ probabilities; ``<out>/classes.json`` names the classes in output order.
 Each artefact is run on the same images as the Keras model; ``top1_agreement`` is the fraction of
 images whose most probable class is the same as the Keras model's. ``<out>`` is replaced as a whole,
 so it must be new, empty or hold nothing but a previous export's files (never ``models/`` or ``~``).
+The figures record the Keras model's md5, so the model card shows them only beside that model
+(:func:`figures_for`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,7 +71,7 @@ def export_model(
     out_dir = Path(out_dir)
     report: dict = {"images": int(len(pixels))}
     if model_path is not None:
-        report["keras"] = {"path": str(model_path), "size_bytes": Path(model_path).stat().st_size}
+        report["keras"] = {"path": str(model_path), "size_bytes": Path(model_path).stat().st_size, "md5": md5_of(model_path)}
 
     with atomic_dir(out_dir) as tmp:
         saved = tmp / SAVED_MODEL
@@ -86,6 +90,22 @@ def export_model(
             where = out_dir / (SAVED_MODEL if name == SAVED_MODEL else TFLITE_FILES[name])
             report[name] = {"path": str(where), "size_bytes": size, **agreement(reference, probs)}
     return report
+
+
+def md5_of(path: str | Path) -> str:
+    """The file's md5, as dvc.lock records an output's."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "md5").hexdigest()
+
+
+def figures_for(model_path: str | Path, metrics: str | Path) -> dict | None:
+    """The export figures in ``metrics`` (``metrics/export.json``) if they were measured on the model
+    at ``model_path`` (the same md5), else None: missing, or another model's."""
+    metrics = Path(metrics)
+    if not metrics.is_file():
+        return None
+    figures = json.loads(metrics.read_text())
+    return figures if figures.get("keras", {}).get("md5") == md5_of(model_path) else None
 
 
 def saved_model_runner(folder: str | Path) -> Callable[[np.ndarray], np.ndarray]:
