@@ -47,7 +47,7 @@ repro: install
 	dvc repro
 
 # After `make repro`: the committed run's bytes (identical), its results within the tolerance (within
-# tolerance), or neither (differs, exit 1); see src/inat_classifier/check.py.
+# tolerance), or neither (differs, exit 1); see src/inat_classifier/compare/check.py.
 check: install
 	inat-classifier check
 

@@ -9,9 +9,9 @@ stage.validate()  # before the imports below load TensorFlow: a params typo prin
 import numpy as np
 
 from inat_classifier.atomic import write_csv, write_json
-from inat_classifier.classnames import subset_classes
-from inat_classifier.dataset import batches, load_split
-from inat_classifier.evaluation import (
+from inat_classifier.data.classnames import subset_classes
+from inat_classifier.train.dataset import batches, load_split
+from inat_classifier.evaluate.evaluation import (
     confusion_rows,
     per_class_table,
     prediction_rows,
@@ -20,8 +20,8 @@ from inat_classifier.evaluation import (
     split_metrics,
 )
 from inat_classifier.layout import EVALUATE_METRICS, MODEL, SPLITS, metrics_file
-from inat_classifier.manifest import photo_credits, read_manifest, read_report
-from inat_classifier.model import load_model
+from inat_classifier.data.manifest import photo_credits, read_manifest, read_report
+from inat_classifier.train.model import load_model
 from inat_classifier.params import Params
 
 

@@ -11,13 +11,13 @@ import json
 import pandas as pd
 
 from inat_classifier.atomic import write_text
-from inat_classifier.classnames import subset_classes
-from inat_classifier.export import figures_for
+from inat_classifier.data.classnames import subset_classes
+from inat_classifier.serve.export import figures_for
 from inat_classifier.layout import EVALUATE_METRICS, EXPORT_METRICS, MODEL, SPLITS, SUBSET_METRICS, metrics_file
-from inat_classifier.manifest import showing_forbidden
-from inat_classifier.model_card import render_model_card
+from inat_classifier.data.manifest import showing_forbidden
+from inat_classifier.evaluate.model_card import render_model_card
 from inat_classifier.params import Params
-from inat_classifier.report import SplitReport, draw_gallery, most_confused_pairs, render_report, worst_misclassified
+from inat_classifier.evaluate.report import SplitReport, draw_gallery, most_confused_pairs, render_report, worst_misclassified
 
 
 def read_table(kind: str, split: str) -> pd.DataFrame:

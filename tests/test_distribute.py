@@ -17,11 +17,11 @@ import yaml
 from PIL import Image
 
 from conftest import REPO
-from inat_classifier.dataset import batches, images_only, load_split
-from inat_classifier.distribute import is_chief, is_chief_task, read_tf_config, strategy_for
+from inat_classifier.train.dataset import batches, images_only, load_split
+from inat_classifier.train.distribute import is_chief, is_chief_task, read_tf_config, strategy_for
 from inat_classifier.errors import ParamsError, UserError
-from inat_classifier.features import FrozenBaseHead, head_model
-from inat_classifier.model import (
+from inat_classifier.train.features import FrozenBaseHead, head_model
+from inat_classifier.train.model import (
     batchnorm_trains,
     build_classifier,
     load_model,
@@ -31,7 +31,7 @@ from inat_classifier.model import (
     unfrozen_layers,
 )
 from inat_classifier.params import Train, parse_params
-from inat_classifier.training import compile_model, fingerprint
+from inat_classifier.train.training import compile_model, fingerprint
 from helpers.tiny_classifier import CLASSES, picture
 
 WORKERS = {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}

@@ -12,8 +12,8 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from inat_classifier import markdown
-from inat_classifier.evaluation import (
+from inat_classifier.evaluate import markdown
+from inat_classifier.evaluate.evaluation import (
     confusion_rows,
     expected_calibration_error,
     per_class_table,

@@ -18,7 +18,7 @@ from helpers.tiny_classifier import CLASSES, SIZE, dataset, train_tiny_classifie
 
 from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402
-from inat_classifier.export import (  # noqa: E402
+from inat_classifier.serve.export import (  # noqa: E402
     MIN_AGREEMENT,
     agreement,
     check_agreement,
@@ -27,8 +27,8 @@ from inat_classifier.export import (  # noqa: E402
     figures_for,
     tflite_runner,
 )
-from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.classnames import save_beside as save_class_names  # noqa: E402
+from inat_classifier.train.model import save_model  # noqa: E402
+from inat_classifier.data.classnames import save_beside as save_class_names  # noqa: E402
 
 TEST_IMAGES = 16
 
@@ -129,7 +129,7 @@ def test_an_export_that_disagrees_is_refused_after_the_report():
 
 def test_the_default_images_stream_from_tfrecord_shards(workspace, tmp_path, monkeypatch, report):
     """data.format: tfrecord keeps no decoded pixels in memory: the test split is read from its shards."""
-    from inat_classifier.records import write_index, write_split
+    from inat_classifier.data.records import write_index, write_split
 
     root = tmp_path / "repo"
     (root / "models").mkdir(parents=True)
@@ -168,7 +168,7 @@ def test_the_pipelines_figures_are_refused_for_a_model_dvc_lock_does_not_pin(wor
 
 def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monkeypatch, capsys):
     """The command's wiring, with the (slow, already tested) export replaced by a stand-in."""
-    import inat_classifier.export as export_module
+    import inat_classifier.serve.export as export_module
 
     seen = {}
 

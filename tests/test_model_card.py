@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inat_classifier.evaluation import wilson_interval
-from inat_classifier.markdown import accuracy_interval
-from inat_classifier.model_card import render_model_card
+from inat_classifier.evaluate.evaluation import wilson_interval
+from inat_classifier.evaluate.markdown import accuracy_interval
+from inat_classifier.evaluate.model_card import render_model_card
 from inat_classifier.params import parse_params
 
 CLASSES = ["Catharus guttatus", "Catharus ustulatus", "Procyon lotor", "Sciurus carolinensis"]

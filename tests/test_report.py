@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from inat_classifier.evaluation import per_class_table, prediction_rows, split_metrics
-from inat_classifier.manifest import photo_credits, showing_forbidden
-from inat_classifier.report import (
+from inat_classifier.evaluate.evaluation import per_class_table, prediction_rows, split_metrics
+from inat_classifier.data.manifest import photo_credits, showing_forbidden
+from inat_classifier.evaluate.report import (
     COLUMNS,
     LABEL_HEIGHT,
     LINE,

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from inat_classifier.dataset import Split, images_only
-from inat_classifier.distribute import fix_keras_fit
-from inat_classifier.features import base_features, feature_batches, head_model
-from inat_classifier.model import build_classifier, moving_statistics, recalibrate_batchnorm
+from inat_classifier.train.dataset import Split, images_only
+from inat_classifier.train.distribute import fix_keras_fit
+from inat_classifier.train.features import base_features, feature_batches, head_model
+from inat_classifier.train.model import build_classifier, moving_statistics, recalibrate_batchnorm
 from inat_classifier.params import parse_params
-from inat_classifier.training import compile_model, fit, make_deterministic
+from inat_classifier.train.training import compile_model, fit, make_deterministic
 
 
 def split(name: str, count: int, seed: int) -> Split:

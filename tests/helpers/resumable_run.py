@@ -10,10 +10,10 @@ import sys
 import keras
 import numpy as np
 
-from inat_classifier.dataset import Split, batches, images_only
-from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model, unfreeze
+from inat_classifier.train.dataset import Split, batches, images_only
+from inat_classifier.train.model import build_classifier, recalibrate_batchnorm, save_model, unfreeze
 from inat_classifier.params import parse_params
-from inat_classifier.training import compile_model, fit, make_deterministic
+from inat_classifier.train.training import compile_model, fit, make_deterministic
 
 EPOCHS = 4
 

@@ -49,9 +49,9 @@ def train_tiny_classifier(seed: int = 0, images: int = 32, epochs: int = 20):
     """
     import keras
 
-    from inat_classifier.model import base_of, build_classifier, head_of, recalibrate_batchnorm
+    from inat_classifier.train.model import base_of, build_classifier, head_of, recalibrate_batchnorm
     from inat_classifier.params import ModelParams
-    from inat_classifier.training import compile_model, make_deterministic
+    from inat_classifier.train.training import compile_model, make_deterministic
 
     make_deterministic(seed)
     model = build_classifier(ModelParams(), num_classes=len(CLASSES), image_size=SIZE)
