@@ -47,7 +47,7 @@ repro: install
 	dvc repro
 
 # After `make repro`: the committed run's bytes (identical), its results within the tolerance (within
-# tolerance), or neither (differs, exit 1); see src/inat_classifier/check.py.
+# tolerance), or neither (differs, exit 1); see src/inat_classifier/compare/check.py.
 check: install
 	inat-classifier check
 
@@ -67,9 +67,11 @@ test: install
 	TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -n 2 --dist loadfile $(NUMERICS_TESTS)
 
 # SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run);
-# metrics/export.json is refused for a model other than the one dvc.lock pins
+# metrics/export.json is refused for a model other than the one dvc.lock pins. The report stage depends on
+# it, so `dvc repro report` then renders the model card again with the figures (no model is rerun).
 export: install
 	inat-classifier export
+	dvc repro report
 
 # Speed at 224 px against the study's ImageDataGenerator (tf-keras, installed without its `tensorflow`
 # requirement: tensorflow-cpu provides it), then the default pipeline's wall time.

@@ -70,7 +70,7 @@ def paired_rates(model, train, val, images, labels, count: int, rounds: int = 5)
     """
     import keras
 
-    from inat_classifier.training import EpochData
+    from inat_classifier.train.training import EpochData
 
     class Clock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -104,12 +104,12 @@ def measure_phases(root: Path) -> dict:
     os.chdir(root)
     import tensorflow as tf
 
-    from inat_classifier.classnames import subset_classes
-    from inat_classifier.dataset import batches, load_split
-    from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
-    from inat_classifier.model import batchnorm_trains, build_classifier, unfreeze, unfrozen_layers
+    from inat_classifier.data.classnames import subset_classes
+    from inat_classifier.train.dataset import batches, load_split
+    from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model
+    from inat_classifier.train.model import batchnorm_trains, build_classifier, unfreeze, unfrozen_layers
     from inat_classifier.params import load_params
-    from inat_classifier.training import compile_model, make_deterministic, use_device
+    from inat_classifier.train.training import compile_model, make_deterministic, use_device
 
     params = load_params()
     make_deterministic(params.seed)

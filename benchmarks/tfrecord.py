@@ -26,7 +26,7 @@ from pipeline import machine, repo_env
 def write_set(directory: Path, images: int, size: int, shard_size: int) -> list[str]:
     import numpy as np
 
-    from inat_classifier.records import shard_name, write_shard
+    from inat_classifier.data.records import shard_name, write_shard
 
     rng, names, shards = np.random.default_rng(0), [], -(-images // shard_size)
     for k in range(shards):
@@ -42,9 +42,9 @@ def stream(files: list[str], images: int, args: argparse.Namespace) -> dict:
     """One epoch, in this process: images/s with and without augmentation, and peak memory."""
     import numpy as np
 
-    from inat_classifier.dataset import Split, batches
+    from inat_classifier.train.dataset import Split, batches
     from inat_classifier.params import parse_params
-    from inat_classifier.records import Records
+    from inat_classifier.data.records import Records
 
     params = parse_params({"data": {"image_size": args.size, "format": "tfrecord", "shard_size": args.shard_size,
                                     "shuffle_shards": args.shuffle_shards}})

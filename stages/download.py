@@ -5,7 +5,7 @@ from inat_classifier import stage
 stage.validate()  # first, as in every stage: a params typo prints one line, nothing else
 
 from inat_classifier.params import Params
-from inat_classifier.sources import download
+from inat_classifier.data.sources import download
 
 
 def main(params: Params) -> None:

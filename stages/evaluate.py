@@ -1,38 +1,35 @@
-"""Stage 5: score the fine-tuned model on each split once, then derive every metrics file, plot data,
-the per-image predictions (which `inat-classifier compare` pairs across runs), the Markdown report
-with its gallery and the model card from it."""
+"""Stage 5: score the fine-tuned model on each split once, then derive every metrics file, the plot
+data and the per-image predictions (which `inat-classifier compare` pairs across runs and the report
+stage reads) from those scores. It reads only the params scoring needs: the report stage renders."""
 
 from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-import json
 import numpy as np
 
-from inat_classifier.atomic import write_csv, write_json, write_text
-from inat_classifier.classnames import subset_classes
-from inat_classifier.dataset import batches, load_split
-from inat_classifier.evaluation import (
+from inat_classifier.atomic import write_csv, write_json
+from inat_classifier.data.classnames import subset_classes
+from inat_classifier.train.dataset import batches, load_split
+from inat_classifier.evaluate.evaluation import (
     confusion_rows,
-    most_confused_pairs,
     per_class_table,
     prediction_rows,
     recall_rows,
     reliability_rows,
     split_metrics,
 )
-from inat_classifier.layout import MODEL, SPLITS, SUBSET_METRICS
-from inat_classifier.manifest import photo_credits, read_manifest, read_report, showing_forbidden
-from inat_classifier.model import load_model
-from inat_classifier.model_card import render_model_card
+from inat_classifier.layout import EVALUATE_METRICS, MODEL, SPLITS, metrics_file
+from inat_classifier.data.manifest import photo_credits, read_manifest, read_report
+from inat_classifier.train.model import load_model
 from inat_classifier.params import Params
-from inat_classifier.report import SplitReport, draw_gallery, render_report, worst_misclassified
+
 
 def main(params: Params) -> None:
     classes = subset_classes()
     model = load_model(MODEL)
     top_k = min(params.evaluate.top_k, len(classes))  # the default, 3, with 2 classes: 2
-    results, reports = {}, {}
+    results = {}
     manifest = read_manifest()
     for name in SPLITS:  # dvc.yaml declares every file of each, evaluated or not
         if name in params.evaluate.splits:
@@ -48,34 +45,16 @@ def main(params: Params) -> None:
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         else:  # not evaluated: header-only files, so stale numbers never linger
             labels, probs, paths = np.zeros(0, np.int32), np.zeros((0, len(classes)), np.float32), []
-        table = per_class_table(labels, probs, classes)
-        write_csv(f"metrics/per_class_{name}.csv", table)
-        write_csv(f"metrics/confusion_{name}.csv", confusion_rows(labels, probs, classes))
-        write_csv(f"metrics/recall_{name}.csv", recall_rows(labels, probs, classes))
-        if name in results:
-            reports[name] = SplitReport(results[name], table, most_confused_pairs(labels, probs, classes))
+        write_csv(metrics_file("per_class", name), per_class_table(labels, probs, classes))
+        write_csv(metrics_file("confusion", name), confusion_rows(labels, probs, classes))
+        write_csv(metrics_file("recall", name), recall_rows(labels, probs, classes))
         predictions = prediction_rows(paths, labels, probs, classes, top_k, photo_credits(paths, manifest))
-        write_csv(f"metrics/predictions_{name}.csv", predictions)
+        write_csv(metrics_file("predictions", name), predictions)
         if name == "test":
-            write_csv("metrics/reliability_test.csv", reliability_rows(labels, probs))
-            worst = worst_misclassified(predictions)  # empty when test is not evaluated: a placeholder PNG
+            write_csv(metrics_file("reliability", name), reliability_rows(labels, probs))
     # Licences of the downloaded images: what sharing them (or a report showing them) requires.
     results["licenses"] = read_report()["licenses"]
-    write_json("metrics/evaluate.json", results)
-
-    tested = "test" in results
-    message = "no misclassified test images" if tested else "the test split was not evaluated"
-    forbidden = showing_forbidden(params.download.source, params.download.archive.layout)
-    if forbidden and not worst.empty:  # listed in the report instead, with their credits
-        worst_drawn, message = worst.iloc[:0], f"{len(worst)} photos not drawn: their terms forbid it (see evaluate.md)"
-    else:
-        worst_drawn = worst
-    draw_gallery(worst_drawn, "reports/worst_test.png", params.data.max_pixels, empty_message=message)
-    summary = json.loads(SUBSET_METRICS.read_text())
-    report = render_report(reports, worst if tested else None, "worst_test.png", summary, forbidden)
-    write_text("reports/evaluate.md", report)
-    scored = {name: results[name] for name in SPLITS if name in results}
-    write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))
+    write_json(EVALUATE_METRICS, results)
 
 
 if __name__ == "__main__":

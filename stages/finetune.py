@@ -4,12 +4,12 @@ from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-from inat_classifier.classnames import save_beside, subset_classes
-from inat_classifier.dataset import batches, images_only, load_split
-from inat_classifier.distribute import chief_file, is_chief, leave_together, strategy_for
+from inat_classifier.data.classnames import save_beside, subset_classes
+from inat_classifier.train.dataset import batches, images_only, load_split
+from inat_classifier.train.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
 from inat_classifier.errors import DataError
-from inat_classifier.model import (
+from inat_classifier.train.model import (
     batchnorm_trains,
     load_model,
     recalibrate_batchnorm,
@@ -19,7 +19,7 @@ from inat_classifier.model import (
     unfrozen_layers,
 )
 from inat_classifier.params import Params
-from inat_classifier.training import (
+from inat_classifier.train.training import (
     class_weights,
     compile_model,
     fingerprint,

@@ -9,12 +9,12 @@ from dataclasses import asdict
 import pandas as pd
 
 from inat_classifier.atomic import atomic_dir, write_csv, write_json
-from inat_classifier.classnames import write_class_names
+from inat_classifier.data.classnames import write_class_names
 from inat_classifier.layout import CLASSES_FILE, SUBSET_DIR, SUBSET_METRICS
-from inat_classifier.manifest import read_manifest
+from inat_classifier.data.manifest import read_manifest
 from inat_classifier.params import Params
-from inat_classifier.records import DEFAULT_DIR, write_index, write_split
-from inat_classifier.subset import DUPLICATE_COLUMNS, balance_summary, make_subset
+from inat_classifier.data.records import DEFAULT_DIR, write_index, write_split
+from inat_classifier.data.subset import DUPLICATE_COLUMNS, balance_summary, make_subset
 
 
 def main(params: Params) -> None:

@@ -4,14 +4,14 @@ from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-from inat_classifier.classnames import subset_classes
-from inat_classifier.dataset import batches, images_only, load_split
-from inat_classifier.distribute import is_chief, leave_together, strategy_for
+from inat_classifier.data.classnames import subset_classes
+from inat_classifier.train.dataset import batches, images_only, load_split
+from inat_classifier.train.distribute import is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, RAW_DIR, split_file
-from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model
-from inat_classifier.model import build_classifier, recalibrate_batchnorm, save_model
+from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model
+from inat_classifier.train.model import build_classifier, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
-from inat_classifier.training import (
+from inat_classifier.train.training import (
     class_weights,
     compile_model,
     fingerprint,

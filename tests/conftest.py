@@ -31,7 +31,7 @@ def write_image(path: Path, size=(40, 30), mode="RGB", seed=0, fmt=None) -> Path
 
 def fetch(params, *args, **kwargs) -> None:
     """The download stage's call for a test's params: its section, the seed and the pixel cap."""
-    from inat_classifier.sources import download
+    from inat_classifier.data.sources import download
 
     download(params.download, params.seed, params.data.max_pixels, *args, **kwargs)
 
@@ -79,10 +79,11 @@ class Repo:
 
 def copy_repository(root: Path, params: dict) -> Repo:
     """The tracked files, without the committed run's results, as a fresh git repo; ``params``
-    merged into params.yaml."""
+    merged into params.yaml. ``metrics/export.json`` comes along: no stage writes it (`make export`
+    does) and the report stage reads it, showing its figures only for the model they were measured on."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in tracked.splitlines():
-        if name.startswith(("metrics/", "dvclive/")) or name == "dvc.lock":
+        if (name.startswith(("metrics/", "dvclive/")) and name != "metrics/export.json") or name == "dvc.lock":
             continue  # this copy makes its own
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)

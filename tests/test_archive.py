@@ -16,14 +16,14 @@ import pytest
 from PIL import Image
 
 from conftest import fetch, write_image
-from fake_inaturalist import FakeInaturalist
+from helpers.fake_inaturalist import FakeInaturalist
 from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError, ParamsError
-from inat_classifier.http import HttpSettings
-from inat_classifier.manifest import COLUMNS, read_manifest
+from inat_classifier.data.http import HttpSettings
+from inat_classifier.data.manifest import COLUMNS, read_manifest
 from inat_classifier.params import ArchiveSource, parse_params
-from inat_classifier.sources.archive import inat_json_items
-from inat_classifier.sources.unpack import extract
+from inat_classifier.data.sources.archive import inat_json_items
+from inat_classifier.data.sources.unpack import extract
 
 FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)
 TAR_MODES = {".tar": "w", ".tar.gz": "w:gz", ".tar.bz2": "w:bz2", ".tar.xz": "w:xz"}

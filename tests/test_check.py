@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inat_classifier.check import TOLERANCE, judge
+from inat_classifier.compare.check import TOLERANCE, judge
 from inat_classifier.cli import main
-from inat_classifier.comparison import SplitComparison
+from inat_classifier.compare.comparison import SplitComparison
 
 STAGE = """\
 import json, pathlib, yaml

@@ -7,7 +7,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from inat_classifier.comparison import (
+from inat_classifier.compare.comparison import (
     A_BETTER,
     B_BETTER,
     NO_DIFFERENCE,

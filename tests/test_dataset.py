@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_image
-from inat_classifier.augment import build_augmenter
-from inat_classifier.dataset import Split, batches, load_split
+from inat_classifier.train.augment import build_augmenter
+from inat_classifier.train.dataset import Split, batches, load_split
 from inat_classifier.errors import DataError
 from inat_classifier.params import Augment, parse_params
 
@@ -92,7 +92,7 @@ def test_each_transform_moves_pixels_as_imagedatagenerator_would():
 @pytest.mark.parametrize("fill_mode", ["reflect", "wrap", "constant", "nearest"])
 def test_the_fused_resample_reads_the_pixels_tensorflows_transform_op_would(fill_mode):
     """Turns, stretches and shifts far past the edges, against ImageProjectiveTransformV3 itself."""
-    from inat_classifier.augment import _resample
+    from inat_classifier.train.augment import _resample
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (6, 33, 40, 3), dtype=np.uint8)
@@ -111,7 +111,7 @@ def test_the_fused_resample_reads_the_pixels_tensorflows_transform_op_would(fill
 
 def test_every_pipeline_shards_by_data_and_keeps_to_one_thread_without_a_gpu():
     """What tf.distribute needs (each worker keeps its share of every batch) and what the 2-core CPU needs."""
-    from inat_classifier.features import feature_batches
+    from inat_classifier.train.features import feature_batches
 
     split = tiny_split()
     features = np.zeros((1, len(split), 8), np.float32)

@@ -17,11 +17,11 @@ import yaml
 from PIL import Image
 
 from conftest import REPO
-from inat_classifier.dataset import batches, images_only, load_split
-from inat_classifier.distribute import is_chief, is_chief_task, read_tf_config, strategy_for
+from inat_classifier.train.dataset import batches, images_only, load_split
+from inat_classifier.train.distribute import is_chief, is_chief_task, read_tf_config, strategy_for
 from inat_classifier.errors import ParamsError, UserError
-from inat_classifier.features import FrozenBaseHead, head_model
-from inat_classifier.model import (
+from inat_classifier.train.features import FrozenBaseHead, head_model
+from inat_classifier.train.model import (
     batchnorm_trains,
     build_classifier,
     load_model,
@@ -31,8 +31,8 @@ from inat_classifier.model import (
     unfrozen_layers,
 )
 from inat_classifier.params import Train, parse_params
-from inat_classifier.training import compile_model, fingerprint
-from tiny_classifier import CLASSES, picture
+from inat_classifier.train.training import compile_model, fingerprint
+from helpers.tiny_classifier import CLASSES, picture
 
 WORKERS = {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}
 TIMEOUT = 300  # seconds for a subprocess: a hang fails the test instead of blocking it
@@ -112,7 +112,7 @@ def test_models_made_from_a_distributed_classifier_train_and_compile_under_its_s
 
 def test_two_local_replicas_train_one_model_whose_logged_val_metrics_are_its_own(tmp_path):
     """``mirrored`` on a two-GPU machine, played by two logical CPUs."""
-    result = subprocess.run([sys.executable, str(Path(__file__).parent / "mirrored_run.py")], cwd=tmp_path,
+    result = subprocess.run([sys.executable, str(Path(__file__).parent / "helpers" / "mirrored_run.py")], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inat_classifier.duplicates import Duplicate, find_cross_split_duplicates, image_hashes
+from inat_classifier.data.duplicates import Duplicate, find_cross_split_duplicates, image_hashes
 
 
 def photo(seed: int, size: int = 128) -> Image.Image:

@@ -137,6 +137,6 @@ def test_the_outputs_are_where_layout_py_says():
     for path in (layout.RAW_DIR, layout.SUBSET_DIR, layout.HEAD_MODEL, layout.MODEL, layout.SUBSET_METRICS):
         assert path.as_posix() in outs
     assert (layout.LIVE_DIR / "finetune").as_posix() in outs
-    from inat_classifier.classnames import beside
+    from inat_classifier.data.classnames import beside
 
     assert beside(layout.MODEL).as_posix() in outs

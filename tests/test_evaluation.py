@@ -12,11 +12,10 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from inat_classifier import markdown
-from inat_classifier.evaluation import (
+from inat_classifier.evaluate import markdown
+from inat_classifier.evaluate.evaluation import (
     confusion_rows,
     expected_calibration_error,
-    most_confused_pairs,
     per_class_table,
     prediction_columns,
     prediction_rows,
@@ -278,32 +277,19 @@ def test_confusion_rows_name_actual_and_predicted_classes():
     assert rows.iloc[1].tolist() == ["Anas platyrhynchos", "Catharus ustulatus"]
 
 
-def test_most_confused_pairs_are_off_diagonal_most_frequent_first_then_by_name():
-    assert most_confused_pairs(LABELS, PROBS, NAMES) == [
-        ("Anas platyrhynchos", "Catharus ustulatus", 1),
-        ("Catharus ustulatus", "Vulpes vulpes", 1),
-        ("Vulpes vulpes", "Anas platyrhynchos", 1),
-    ]
-    labels = np.array([0, 0, 1, 1, 1, 2, 2])
-    probs = np.eye(3)[[1, 1, 2, 1, 1, 0, 2]]  # 0->1 twice, 1->2 once, 1->1 twice, 2->0 once
-    assert most_confused_pairs(labels, probs, ["a", "b", "c"], top=2) == [("a", "b", 2), ("b", "c", 1)]
-    assert most_confused_pairs(labels, np.eye(3)[labels], ["a", "b", "c"]) == []
-
-
 def test_empty_splits_give_header_only_tables():
     labels, probs = np.zeros(0, np.int32), np.zeros((0, 3), np.float32)
     assert per_class_table(labels, probs, NAMES).empty
     assert confusion_rows(labels, probs, NAMES).empty
     assert list(reliability_rows(labels, probs).columns) == ["bin", "confidence", "accuracy", "images"]
     assert list(recall_rows(labels, probs, NAMES).columns) == ["class_name", "recall"]
-    assert most_confused_pairs(labels, probs, NAMES) == []
 
 
 def test_prediction_rows_by_hand():
     paths = [f"data/raw/test/x/{i}.jpg" for i in range(len(LABELS))]
     rows = prediction_rows(paths, LABELS, PROBS, NAMES, top_k=2)
     assert list(rows.columns) == [
-        "path", "true", "predicted", "confidence", "top1_class", "top1_prob", "top2_class", "top2_prob",
+        "path", "true", "predicted", "confidence", "class_1", "probability_1", "class_2", "probability_2",
         "license", "attribution", "url",
     ]
     assert len(rows) == 10 and rows.path.tolist() == paths
@@ -312,12 +298,12 @@ def test_prediction_rows_by_hand():
         "", "", "",
     ]
     # a tie (0.3, 0.3 behind 0.4) ranks the lower class id first, as argmax does
-    assert rows.iloc[6][["top1_class", "top2_class", "top2_prob"]].tolist() == ["Vulpes vulpes", "Anas platyrhynchos", 0.3]
-    assert (rows.predicted == rows.top1_class).all() and (rows.confidence == rows.top1_prob).all()
-    assert (rows.top1_prob >= rows.top2_prob).all()
+    assert rows.iloc[6][["class_1", "class_2", "probability_2"]].tolist() == ["Vulpes vulpes", "Anas platyrhynchos", 0.3]
+    assert (rows.predicted == rows.class_1).all() and (rows.confidence == rows.probability_1).all()
+    assert (rows.probability_1 >= rows.probability_2).all()
     assert (rows.true == np.asarray(NAMES)[LABELS]).all()
     assert (rows.true != rows.predicted).sum() == 3
-    assert list(prediction_rows(paths, LABELS, PROBS, NAMES, top_k=3).columns)[-5:-3] == ["top3_class", "top3_prob"]
+    assert list(prediction_rows(paths, LABELS, PROBS, NAMES, top_k=3).columns)[-5:-3] == ["class_3", "probability_3"]
 
 
 def test_prediction_rows_refuse_bad_inputs_and_empty_splits_give_a_header():

@@ -5,6 +5,7 @@ One export (one conversion per format, about a minute on two CPU cores) is share
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -13,20 +14,21 @@ import pytest
 
 pytest.importorskip("keras")
 
-from tiny_classifier import CLASSES, SIZE, dataset, train_tiny_classifier, write_picture  # noqa: E402
+from helpers.tiny_classifier import CLASSES, SIZE, dataset, train_tiny_classifier, write_picture  # noqa: E402
 
 from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402
-from inat_classifier.export import (  # noqa: E402
+from inat_classifier.serve.export import (  # noqa: E402
     MIN_AGREEMENT,
     agreement,
     check_agreement,
     check_output_dir,
     export_model,
+    figures_for,
     tflite_runner,
 )
-from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.classnames import save_beside as save_class_names  # noqa: E402
+from inat_classifier.train.model import save_model  # noqa: E402
+from inat_classifier.data.classnames import save_beside as save_class_names  # noqa: E402
 
 TEST_IMAGES = 16
 
@@ -75,6 +77,17 @@ def test_metrics_hold_sizes_and_top1_agreement_for_every_format(report):
     assert report["tflite_int8"]["size_bytes"] < report["tflite_float16"]["size_bytes"] < report["keras"]["size_bytes"]
 
 
+def test_the_figures_name_the_model_they_were_measured_on(workspace, report, tmp_path):
+    """The report stage shows them on the card only beside that model (figures_for: the same md5)."""
+    model = workspace / "models" / "model.keras"
+    assert report["keras"]["md5"] == hashlib.md5(model.read_bytes()).hexdigest()
+    assert figures_for(model, workspace / "metrics" / "export.json") == report
+    other = tmp_path / "other.keras"
+    other.write_bytes(model.read_bytes() + b"\0")
+    assert figures_for(other, workspace / "metrics" / "export.json") is None
+    assert figures_for(model, tmp_path / "no-export.json") is None
+
+
 def test_artefacts_are_in_models_export_with_the_class_names(workspace, report):
     export = workspace / "models" / "export"
     assert (export / "saved_model" / "saved_model.pb").is_file()  # checked through serving_default, as TF Serving
@@ -116,7 +129,7 @@ def test_an_export_that_disagrees_is_refused_after_the_report():
 
 def test_the_default_images_stream_from_tfrecord_shards(workspace, tmp_path, monkeypatch, report):
     """data.format: tfrecord keeps no decoded pixels in memory: the test split is read from its shards."""
-    from inat_classifier.records import write_index, write_split
+    from inat_classifier.data.records import write_index, write_split
 
     root = tmp_path / "repo"
     (root / "models").mkdir(parents=True)
@@ -155,7 +168,7 @@ def test_the_pipelines_figures_are_refused_for_a_model_dvc_lock_does_not_pin(wor
 
 def test_export_command_writes_the_metrics_where_asked(workspace, tmp_path, monkeypatch, capsys):
     """The command's wiring, with the (slow, already tested) export replaced by a stand-in."""
-    import inat_classifier.export as export_module
+    import inat_classifier.serve.export as export_module
 
     seen = {}
 

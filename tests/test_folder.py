@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, copy_repository, fetch, write_image
 from inat_classifier.errors import DataError
-from inat_classifier.manifest import COLUMNS, read_manifest, sha256_of
+from inat_classifier.data.manifest import COLUMNS, read_manifest, sha256_of
 from inat_classifier.params import parse_params
 
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from helpers.fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from conftest import fetch
 from inat_classifier.atomic import RESERVE
 from inat_classifier.errors import DataError
-from inat_classifier.http import Client, HttpError, HttpSettings
+from inat_classifier.data.http import Client, HttpError, HttpSettings
 from inat_classifier.params import parse_params
-from inat_classifier.sources.inaturalist import photo_origins
+from inat_classifier.data.sources.inaturalist import photo_origins
 
 FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)
 HOSTILE = 70001

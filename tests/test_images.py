@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inat_classifier.images import ImageError, load_many, load_resized, open_rgb
+from inat_classifier.data.images import ImageError, load_many, load_resized, open_rgb
 
 
 def test_grayscale_palette_cmyk_and_alpha_become_rgb(image_factory, tmp_path):

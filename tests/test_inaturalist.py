@@ -1,4 +1,4 @@
-"""The iNaturalist source against a local fake of the v1 API (tests/fake_inaturalist.py), offline.
+"""The iNaturalist source against a local fake of the v1 API (tests/helpers/fake_inaturalist.py), offline.
 
 One module-wide fake serves a small world built so that each rule shows: 205 track observations
 fill the first page (so paging must go on), then photos in every awkward format, licences that
@@ -23,14 +23,14 @@ import pytest
 import requests
 from PIL import Image
 
-from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from helpers.fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from conftest import fetch
 from inat_classifier.errors import DataError, ParamsError
-from inat_classifier.http import Client, HttpSettings, RateLimiter, retry_after
-from inat_classifier.manifest import COLUMNS, read_manifest
+from inat_classifier.data.http import Client, HttpSettings, RateLimiter, retry_after
+from inat_classifier.data.manifest import COLUMNS, read_manifest
 from inat_classifier.params import parse_params
-from inat_classifier.sources.inat_api import Taxon as ApiTaxon
-from inat_classifier.sources.inaturalist import Candidate, PhotoCache, sized_url
+from inat_classifier.data.sources.inat_api import Taxon as ApiTaxon
+from inat_classifier.data.sources.inaturalist import Candidate, PhotoCache, sized_url
 
 THRUSH, HERMIT, GENUS, SUBSPECIES, OLD_THRUSH, DUP1, DUP2 = 12011, 12015, 12010, 120111, 99001, 99002, 99003
 # Named photos of Catharus ustulatus observed in 2017, in observation-id order after the tracks.
@@ -296,9 +296,9 @@ def test_failing_for_good_names_the_url_and_a_rerun_resumes(fake, baseline, tmp_
 KILLABLE = """
 import json, sys
 from pathlib import Path
-from inat_classifier.http import HttpSettings
+from inat_classifier.data.http import HttpSettings
 from inat_classifier.params import parse_params
-from inat_classifier.sources import download
+from inat_classifier.data.sources import download
 settings = HttpSettings(timeout=(2.0, 30.0), backoff=0.01, trust_env=False, sleep=lambda s: None)
 params = parse_params(json.loads(sys.argv[1]))
 download(params.download, params.seed, params.data.max_pixels, Path(sys.argv[2]), cache_dir=Path(sys.argv[3]), http=settings)

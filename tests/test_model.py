@@ -9,7 +9,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from inat_classifier.errors import UserError  # noqa: E402
-from inat_classifier.model import (  # noqa: E402
+from inat_classifier.train.model import (  # noqa: E402
     base_of,
     batchnorm_trains,
     build_classifier,
@@ -20,7 +20,7 @@ from inat_classifier.model import (  # noqa: E402
     unfrozen_layers,
 )
 from inat_classifier.params import ModelParams, parse_params  # noqa: E402
-from inat_classifier.training import compile_model, make_deterministic  # noqa: E402
+from inat_classifier.train.training import compile_model, make_deterministic  # noqa: E402
 
 SIZE = 32
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inat_classifier.evaluation import wilson_interval
-from inat_classifier.markdown import accuracy_interval
-from inat_classifier.model_card import render_model_card
+from inat_classifier.evaluate.evaluation import wilson_interval
+from inat_classifier.evaluate.markdown import accuracy_interval
+from inat_classifier.evaluate.model_card import render_model_card
 from inat_classifier.params import parse_params
 
 CLASSES = ["Catharus guttatus", "Catharus ustulatus", "Procyon lotor", "Sciurus carolinensis"]
@@ -68,6 +68,28 @@ def test_the_card_has_every_section_the_issue_asks_for():
         assert heading in text
     for limit in ["Classes outside the list", "Tracks, scat", "Geography"]:
         assert limit in text
+
+
+EXPORT = {
+    "images": 400,
+    "keras": {"path": "models/model.keras", "size_bytes": 44_471_106, "md5": "0637e8e3"},
+    "saved_model": {"path": "models/export/saved_model", "size_bytes": 34_934_017, "top1_agreeing": 400,
+                    "top1_agreement": 1.0, "max_probability_difference": 0.0},
+    "tflite_float16": {"path": "models/export/model_float16.tflite", "size_bytes": 8_132_480, "top1_agreeing": 400,
+                       "top1_agreement": 1.0, "max_probability_difference": 0.00268},
+    "tflite_int8": {"path": "models/export/model_int8.tflite", "size_bytes": 4_571_720, "top1_agreeing": 398,
+                    "top1_agreement": 0.995, "max_probability_difference": 0.052883},
+}
+
+
+def test_the_export_figures_of_this_model_or_how_to_get_them():
+    shown = card(export=EXPORT)
+    assert "## Exported formats" in shown and "(44.5 MB) and ran each on the 400 test images" in shown
+    assert "| TFLite, float16 weights | `models/export/model_float16.tflite` | 8.1 MB | 100.00% | 0.0027 |" in shown
+    assert "| TFLite, int8 weights (dynamic range) | `models/export/model_int8.tflite` | 4.6 MB | 99.50% | 0.0529 |" in shown
+    missing = card()  # no figures, or another model's (export.figures_for)
+    assert "Not exported yet for this model: `make export`" in missing and "| SavedModel" not in missing
+    assert shown.index("## Metrics") < shown.index("## Exported formats") < shown.index("## Known limits")
 
 
 def test_training_data_names_species_years_counts_and_where_attribution_lives():

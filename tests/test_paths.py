@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import fetch, write_image
-from fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
+from helpers.fake_inaturalist import FakeInaturalist, Observation, Photo, Taxon, World
 from inat_classifier.errors import DataError
-from inat_classifier.http import HttpSettings
-from inat_classifier.manifest import read_manifest
+from inat_classifier.data.http import HttpSettings
+from inat_classifier.data.manifest import read_manifest
 from inat_classifier.params import parse_params
-from inat_classifier.sources.paths import class_folders, inside
+from inat_classifier.data.sources.paths import class_folders, inside
 from test_archive import digest, pack
 
 FAST = HttpSettings(timeout=(2.0, 2.0), backoff=0.01, trust_env=False, sleep=lambda seconds: None)

@@ -40,7 +40,7 @@ def repo(tmp_path_factory) -> Repo:
 
 
 def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
-    assert stages_run(repo.first_output) == ["download", "subset", "train_head", "finetune", "evaluate"]
+    assert stages_run(repo.first_output) == ["download", "subset", "train_head", "finetune", "evaluate", "report"]
     metrics = repo.json("metrics/evaluate.json")
     assert set(metrics) == {"train", "val", "test", "licenses"}
     assert metrics["licenses"] == {"cc0": repo.json("data/raw/report.json")["images"]}
@@ -59,7 +59,8 @@ def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
         assert len(predictions) == metrics[name]["images"] and predictions.path.is_unique
     classes = json.loads((repo.root / "data/subset/classes.json").read_text())
     assert len(classes) == 4 and set(table.class_name) == set(classes)
-    assert (repo.root / "reports/MODEL_CARD.md").read_text().startswith("# Model card")
+    card = (repo.root / "reports/MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card") and "Not exported yet for this model" in card  # export.json: another's
     assert "incorrectly" in (repo.root / "reports/evaluate.md").read_text()
     assert repo.json("metrics/subset.json")["duplicates"]["dropped"] == 0  # the sample has no copies
     first_step = {"train_head": 0, "finetune": TINY["train_head"]["epochs"]}  # one axis for both phases
@@ -90,16 +91,23 @@ def test_training_is_deterministic_for_a_fixed_seed(repo):
     repo.dvc("repro", "--force", "--single-item", "train_head")
     repo.dvc("repro", "--force", "--single-item", "finetune")
     repo.dvc("repro", "--force", "--single-item", "evaluate")
+    repo.dvc("repro", "--force", "--single-item", "report")
     changed = repo.run("git", "status", "--porcelain").stdout
     assert changed == "", f"a forced rerun changed: {changed}"
 
 
 def test_params_changes_rerun_only_the_stages_that_read_them(repo):
-    assert stages_run(repo.dvc("exp", "run", "-S", "finetune.learning_rate=0.003")) == ["finetune", "evaluate"]
-    assert stages_run(repo.dvc("exp", "run", "-S", "evaluate.top_k=1")) == ["evaluate"]
+    assert stages_run(repo.dvc("exp", "run", "-S", "finetune.learning_rate=0.003")) == ["finetune", "evaluate", "report"]
+    assert stages_run(repo.dvc("exp", "run", "-S", "evaluate.top_k=1")) == ["evaluate", "report"]
     assert repo.json("metrics/evaluate.json")["test"]["top_k"] == 1  # the key stays top_k_accuracy
+    # A param the card restates but scoring does not read: the model is not run again. (No param is read
+    # by the card alone; this one's stage, subset, writes the same files, as the sample has no copies.)
+    scores = (repo.root / "metrics/evaluate.json").read_bytes()
+    assert stages_run(repo.dvc("exp", "run", "-S", "subset.drop_duplicates=false")) == ["subset", "report"]
+    assert (repo.root / "metrics/evaluate.json").read_bytes() == scores
+    assert "drop_duplicates: false" in (repo.root / "reports/MODEL_CARD.md").read_text()
     assert stages_run(repo.dvc("exp", "run", "-S", "subset.num_classes=3")) == [
-        "subset", "train_head", "finetune", "evaluate"]
+        "subset", "train_head", "finetune", "evaluate", "report"]
     assert len(json.loads((repo.root / "data/subset/classes.json").read_text())) == 3
 
 

@@ -15,17 +15,17 @@ from PIL import Image
 
 pytest.importorskip("keras")
 
-from tiny_classifier import CLASSES, SIZE, train_tiny_classifier, write_picture  # noqa: E402
+from helpers.tiny_classifier import CLASSES, SIZE, train_tiny_classifier, write_picture  # noqa: E402
 
 from inat_classifier.cli import main  # noqa: E402
 from inat_classifier.errors import UserError  # noqa: E402
-from inat_classifier.images import load_resized  # noqa: E402
-from inat_classifier.model import save_model  # noqa: E402
-from inat_classifier.classnames import UNKNOWN  # noqa: E402
-from inat_classifier.classnames import beside as class_names_path  # noqa: E402
-from inat_classifier.classnames import load_beside as load_class_names  # noqa: E402
-from inat_classifier.classnames import save_beside as save_class_names  # noqa: E402
-from inat_classifier.predict import classify, collect_images, columns, write_output  # noqa: E402
+from inat_classifier.data.images import load_resized  # noqa: E402
+from inat_classifier.train.model import save_model  # noqa: E402
+from inat_classifier.data.classnames import UNKNOWN  # noqa: E402
+from inat_classifier.data.classnames import beside as class_names_path  # noqa: E402
+from inat_classifier.data.classnames import load_beside as load_class_names  # noqa: E402
+from inat_classifier.data.classnames import save_beside as save_class_names  # noqa: E402
+from inat_classifier.serve.predict import classify, collect_images, columns, write_output  # noqa: E402
 
 COLUMNS_K2 = ["path", "prediction", "probability", "class_1", "probability_1", "class_2", "probability_2"]
 
@@ -69,7 +69,7 @@ _LOADED: dict = {}
 def isolated(monkeypatch, tmp_path):
     """Run outside the repository (its models/ and data/ come and go with `dvc repro`); the command loads
     each model file for real, but only once per module (seconds each)."""
-    import inat_classifier.model as model_module
+    import inat_classifier.train.model as model_module
 
     monkeypatch.chdir(tmp_path)
 

@@ -12,13 +12,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, write_image
-from inat_classifier.dataset import Order, Split, batches, load_split
+from inat_classifier.train.dataset import Order, Split, batches, load_split
 from inat_classifier.errors import DataError
-from inat_classifier.evaluation import split_metrics
-from inat_classifier.images import load_many
+from inat_classifier.evaluate.evaluation import split_metrics
+from inat_classifier.data.images import load_many
 from inat_classifier.params import parse_params
-from inat_classifier.records import write_index, write_shard, write_split
-from inat_classifier.training import compile_model, fit, make_deterministic
+from inat_classifier.data.records import write_index, write_shard, write_split
+from inat_classifier.train.training import compile_model, fit, make_deterministic
 
 # 23 images in blocks of 4 (6 shards, the last short), shuffled 2 blocks at a time: 3 groups
 PARAMS = parse_params({"data": {"image_size": 32, "batch_size": 5, "shard_size": 4, "shuffle_shards": 2}})
@@ -112,8 +112,8 @@ def test_training_on_shards_gives_the_same_metrics_as_training_in_memory(tmp_pat
         ])
         compile_model(model, 1e-2)
         train, val = batches(split, PARAMS.data, PARAMS.seed, shuffle=True, augment=PARAMS.augment), batches(split, PARAMS.data, PARAMS.seed, shuffle=False)
-        monkeypatch.setattr("inat_classifier.training.CHECKPOINT_DIR", tmp_path / f"checkpoints{run}")
-        monkeypatch.setattr("inat_classifier.training.LIVE_DIR", tmp_path / f"dvclive{run}")
+        monkeypatch.setattr("inat_classifier.train.training.CHECKPOINT_DIR", tmp_path / f"checkpoints{run}")
+        monkeypatch.setattr("inat_classifier.train.training.LIVE_DIR", tmp_path / f"dvclive{run}")
         fit(model, train, val, epochs=3, stage="train", stamp="same")
         probs = model.predict(batches(split, PARAMS.data, PARAMS.seed, shuffle=False).dataset, verbose=0).astype(np.float64)
         results.append(split_metrics(split.labels, probs / probs.sum(axis=1, keepdims=True), 2, ["a", "b", "c"]))

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from inat_classifier.evaluation import most_confused_pairs, per_class_table, prediction_rows, split_metrics
-from inat_classifier.manifest import photo_credits, showing_forbidden
-from inat_classifier.report import (
+from inat_classifier.evaluate.evaluation import per_class_table, prediction_rows, split_metrics
+from inat_classifier.data.manifest import photo_credits, showing_forbidden
+from inat_classifier.evaluate.report import (
     COLUMNS,
     LABEL_HEIGHT,
     LINE,
@@ -20,6 +20,7 @@ from inat_classifier.report import (
     SplitReport,
     draw_gallery,
     gallery_size,
+    most_confused_pairs,
     render_report,
     worst_misclassified,
 )
@@ -57,9 +58,26 @@ def predictions(paths):
 
 
 def split_report(labels=LABELS, probs=PROBS):
-    return SplitReport(
-        split_metrics(labels, probs, 2, NAMES), per_class_table(labels, probs, NAMES), most_confused_pairs(labels, probs, NAMES)
-    )
+    names = np.asarray(NAMES)
+    confused = most_confused_pairs(names[labels], names[np.asarray(probs).argmax(axis=1)])
+    return SplitReport(split_metrics(labels, probs, 2, NAMES), per_class_table(labels, probs, NAMES), confused)
+
+
+def test_most_confused_pairs_are_the_mistakes_most_frequent_first_then_by_name():
+    true = ["a", "a", "b", "b", "b", "c", "c"]
+    predicted = ["b", "b", "c", "b", "b", "a", "c"]  # a->b twice, b->c once, c->a once
+    assert most_confused_pairs(true, predicted) == [("a", "b", 2), ("b", "c", 1), ("c", "a", 1)]
+    assert most_confused_pairs(true, predicted, top=2) == [("a", "b", 2), ("b", "c", 1)]
+    assert most_confused_pairs(true, true) == [] and most_confused_pairs([], []) == []
+
+
+def test_the_report_reads_the_same_pairs_from_a_predictions_file(photos):
+    rows = predictions(photos)
+    assert most_confused_pairs(rows["true"], rows["predicted"]) == [
+        ("Sample maculata", "Sample striata", 2),
+        ("Sample reticulata", "Sample maculata", 1),
+        ("Sample striata", "Sample reticulata", 1),
+    ]
 
 
 def test_worst_misclassified_are_the_wrong_ones_most_confident_first(photos):

@@ -12,7 +12,7 @@ from test_compare_cli import git, write_run
 
 from inat_classifier.cli import main
 from inat_classifier.errors import UserError
-from inat_classifier.review import dvc, write_review
+from inat_classifier.compare.review import dvc, write_review
 
 DVC_YAML = """\
 params:

@@ -6,9 +6,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from conftest import fetch
-from inat_classifier.manifest import COLUMNS, read_manifest
+from inat_classifier.data.manifest import COLUMNS, read_manifest
 from inat_classifier.params import SampleSource, parse_params
-from inat_classifier.sources.sample import class_counts
+from inat_classifier.data.sources.sample import class_counts
 
 SMALL = {"download": {"sample": {"train_images": 12, "test_images": 6, "min_side": 40, "max_side": 80}}}
 
@@ -80,7 +80,7 @@ def test_class_counts_follow_the_config():
 
 def test_every_grey_coat_keeps_its_pattern_visible_though_some_colour_pairs_share_one_lightness():
     """Hue contrast vanishes in grey: a grey coat's two greys must still differ in lightness."""
-    from inat_classifier.sources.sample import GREY_CONTRAST, LUMA, PALETTES, _coat_colours, _grey_coat
+    from inat_classifier.data.sources.sample import GREY_CONTRAST, LUMA, PALETTES, _coat_colours, _grey_coat
 
     raw_gaps = []
     for palette in PALETTES:

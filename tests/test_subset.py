@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import write_image
 from inat_classifier.errors import DataError
 from inat_classifier.params import parse_params
-from inat_classifier.subset import Subset, balance_summary, choose_classes, make_subset
+from inat_classifier.data.subset import Subset, balance_summary, choose_classes, make_subset
 
 
 def manifest_of(tmp_path, counts: dict[str, dict[str, int]]) -> pd.DataFrame:

@@ -10,12 +10,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from inat_classifier.dataset import Split, batches, images_only  # noqa: E402
-from inat_classifier.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
-from inat_classifier.model import base_of, build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
+from inat_classifier.train.dataset import Split, batches, images_only  # noqa: E402
+from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
+from inat_classifier.train.model import base_of, build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
 from inat_classifier.params import Train, parse_params  # noqa: E402
-from inat_classifier import training  # noqa: E402
-from inat_classifier.training import class_weights, compile_model, fit, make_deterministic, resolve_device  # noqa: E402
+from inat_classifier.train import training  # noqa: E402
+from inat_classifier.train.training import class_weights, compile_model, fit, make_deterministic, resolve_device  # noqa: E402
 
 HERE = Path(__file__).parent
 NO_AUGMENT = {"rotation": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
@@ -111,7 +111,7 @@ def test_augmented_views_differ_from_the_plain_view_and_repeat_per_seed():
 
 def start(workdir: Path, *kill: int) -> subprocess.Popen:
     workdir.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, str(HERE / "resumable_run.py"), "model.keras", *map(str, kill)],
+    return subprocess.Popen([sys.executable, str(HERE / "helpers" / "resumable_run.py"), "model.keras", *map(str, kill)],
                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -158,7 +158,7 @@ def test_a_checkpoint_of_other_settings_is_discarded_not_resumed(tmp_path, monke
 
 def test_a_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step_and_constant_stays():
     from inat_classifier.params import Finetune
-    from inat_classifier.training import learning_rate
+    from inat_classifier.train.training import learning_rate
 
     assert learning_rate(Finetune(epochs=4, learning_rate=0.01, schedule="constant"), steps_per_epoch=5) == 0.01
     schedule = learning_rate(Finetune(epochs=4, learning_rate=0.01, schedule="cosine", warmup_epochs=1), 5)
@@ -232,7 +232,7 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_pat
 
 
 def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatch):
-    from inat_classifier import dataset
+    from inat_classifier.train import dataset
 
     # The old constant of 256 images at 224 px: over 20 GB, many times the budget.
     assert 256 * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 > 10 * dataset.STATISTICS_BUDGET

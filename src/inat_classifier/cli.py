@@ -42,7 +42,7 @@ def _positive(text: str) -> int:
 
 
 def _pixel_cap(text: str) -> int:
-    from .images import PILLOW_MAX_PIXELS
+    from .data.images import PILLOW_MAX_PIXELS
 
     value = _positive(text)
     if value > PILLOW_MAX_PIXELS:
@@ -74,7 +74,7 @@ MODEL_HELP = f"a .keras model (default: {DEFAULT_MODEL} in the project around th
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .images import DEFAULT_MAX_PIXELS
+    from .data.images import DEFAULT_MAX_PIXELS
 
     parser = argparse.ArgumentParser(
         prog="inat-classifier",
@@ -204,16 +204,16 @@ def _require_model(path: Path) -> None:
 
 
 def _class_names(args: argparse.Namespace) -> list[str]:
-    from .classnames import load_beside, read_class_names
+    from .data.classnames import load_beside, read_class_names
 
     return read_class_names(args.classes) if args.classes else load_beside(args.model)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     _require_model(args.model)
-    from .images import DEFAULT_MAX_PIXELS
-    from .model import load_model
-    from .predict import classify, collect_images, format_for, render, report_problems, write_output
+    from .data.images import DEFAULT_MAX_PIXELS
+    from .train.model import load_model
+    from .serve.predict import classify, collect_images, format_for, render, report_problems, write_output
 
     fmt = format_for(args.output, args.format)
     paths, missing = collect_images(args.inputs)
@@ -242,9 +242,9 @@ def run_predict(args: argparse.Namespace) -> int:
 def _require_locked_model(model: Path, metrics: Path) -> None:
     """``metrics/export.json`` is the pipeline's record: refuse to write it for a model other than the one
     dvc.lock pins (an older run's, or an experiment not committed), or it would describe the wrong model."""
-    import hashlib
-
     import yaml
+
+    from .serve.export import md5_of
 
     root = project_path(Path(".")).resolve()
     lock = root / "dvc.lock"
@@ -252,7 +252,7 @@ def _require_locked_model(model: Path, metrics: Path) -> None:
         return
     outs = [out for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values() for out in stage.get("outs", [])]
     pinned = next((out.get("md5") for out in outs if out.get("path") == DEFAULT_MODEL.as_posix()), None)
-    if pinned and hashlib.md5(model.read_bytes()).hexdigest() != pinned:
+    if pinned and md5_of(model) != pinned:
         raise UserError(f"{model} is not the model dvc.lock pins ({DEFAULT_MODEL}, md5 {pinned[:8]}...): run `dvc repro` "
                         f"or `dvc checkout` first, or write the figures elsewhere with --metrics FILE")
 
@@ -261,23 +261,23 @@ def run_export(args: argparse.Namespace) -> int:
     _require_model(args.model)
     _require_locked_model(args.model, args.metrics)
     from .atomic import write_json
-    from .export import check_agreement, check_output_dir, export_model, summary
-    from .model import load_model
-    from .predict import collect_images, input_size, report_problems
+    from .serve.export import check_agreement, check_output_dir, export_model, summary
+    from .train.model import load_model
+    from .serve.predict import collect_images, input_size, report_problems
 
     check_output_dir(args.output_dir)  # before any work: the folder is replaced as a whole
     names = _class_names(args)
     model = load_model(args.model)
     size = input_size(model)
     if args.images:
-        from .images import load_many
+        from .data.images import load_many
 
         paths, missing = collect_images(args.images)
         report_problems(missing)
         pixels, _, problems = load_many(paths, size, desc="decoding")
         report_problems(problems)
     else:
-        from .dataset import load_split
+        from .train.dataset import load_split
         from .params import load_params
 
         params = load_params()
@@ -299,7 +299,7 @@ def _test_pixels(params) -> "np.ndarray":
     (``data.format: tfrecord``), a batch at a time, in the split's order."""
     import numpy as np
 
-    from .dataset import batches, load_split
+    from .train.dataset import batches, load_split
 
     split = load_split("test", params.data)
     if split.pixels is not None:
@@ -309,8 +309,8 @@ def _test_pixels(params) -> "np.ndarray":
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from .comparison import compare_runs, render_json, render_text
-    from .revisions import repository_root, resolve
+    from .compare.comparison import compare_runs, render_json, render_text
+    from .compare.revisions import repository_root, resolve
 
     root = repository_root()
     a, b = resolve(args.a, root), resolve(args.b, root)
@@ -320,8 +320,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .check import DIFFERS, check
-    from .revisions import repository_root
+    from .compare.check import DIFFERS, check
+    from .compare.revisions import repository_root
 
     verdict, lines = check(repository_root())
     print("\n".join([verdict, *(f"  {line}" for line in lines)]))
@@ -329,8 +329,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    from .revisions import repository_root
-    from .review import write_review
+    from .compare.revisions import repository_root
+    from .compare.review import write_review
 
     print(write_review(repository_root(), args.base, args.output))
     return 0

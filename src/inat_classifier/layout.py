@@ -29,6 +29,8 @@ MODEL = Path("models/model.keras")  # the fine-tuned classifier; its class names
 LIVE_DIR = Path("dvclive")  # per-stage training curves
 CHECKPOINT_DIR = Path("checkpoints")  # not a DVC output: it must survive DVC cleaning a stage's outputs
 
+EVALUATE_METRICS = Path("metrics/evaluate.json")  # the evaluate stage's scores; metrics_file() its tables
+
 EXPORT_DIR = Path("models/export")
 EXPORT_METRICS = Path("metrics/export.json")
 
@@ -36,3 +38,9 @@ EXPORT_METRICS = Path("metrics/export.json")
 def split_file(split: str, subset_dir: Path = SUBSET_DIR) -> Path:
     """``data/subset/<split>.csv``: one row per image of the split (path, label, class_name)."""
     return Path(subset_dir) / f"{split}.csv"
+
+
+def metrics_file(kind: str, split: str) -> Path:
+    """``metrics/<kind>_<split>.csv``: the evaluate stage's per_class, confusion, recall, predictions and
+    reliability tables."""
+    return Path("metrics") / f"{kind}_{split}.csv"

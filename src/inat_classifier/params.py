@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
-from .images import DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
+from .data.images import DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
 from .layout import SPLITS
 
 PARAMS_FILE = Path("params.yaml")

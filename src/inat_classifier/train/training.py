@@ -1,0 +1,313 @@
+"""What both training stages share: determinism, the device setup, compiling, resumable fitting.
+
+A training stage killed mid-epoch (``kill -9``, a lost machine) resumes from its last completed
+epoch when rerun: Keras' BackupAndRestore keeps weights and optimizer state outside DVC's outputs
+(DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
+curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
+resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings, inputs,
+code, TensorFlow/Keras versions or device settings is discarded, never resumed, and so is one that
+cannot be read (a kill or a full disk mid-write): the run starts afresh. On several workers the
+chief alone writes the logs and the checkpoint (``distribute.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from dvclive import Live
+from sklearn.utils.class_weight import compute_class_weight
+
+from ..atomic import write_json
+from .dataset import DRAWS_PER_EPOCH, Batches
+from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
+from ..layout import CHECKPOINT_DIR, LIVE_DIR
+from .model import moving_statistics
+from ..params import Params, Phase, Train
+
+CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
+
+
+def make_deterministic(seed: int) -> None:
+    """Same seed, same machine, same bytes: seeds every RNG and refuses non-deterministic ops."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def resolve_device(config: Train, gpu: bool) -> tuple[str, bool]:
+    """(precision policy, XLA) for ``auto``: measured faster on a GPU, far slower on this CPU."""
+    precision = config.precision if config.precision != "auto" else ("mixed_float16" if gpu else "float32")
+    jit_compile = config.jit_compile if config.jit_compile != "auto" else gpu
+    return precision, jit_compile
+
+
+def use_device(config: Train) -> bool:
+    """Set the global precision policy before any model is built; return whether to compile with XLA."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for device in gpus:  # take GPU memory as needed: queued experiments may share one GPU
+        tf.config.experimental.set_memory_growth(device, True)
+    precision, jit_compile = resolve_device(config, bool(gpus))
+    keras.mixed_precision.set_global_policy(precision)
+    where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    print(f"device: {where}, precision {precision}, XLA {'on' if jit_compile else 'off'}")
+    return jit_compile
+
+
+def learning_rate(phase: Phase, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The phase's rate: constant, or cosine decay to 0 by its last step, after an optional linear warm-up.
+
+    The offline default decays: it reached 0.914 test accuracy where 30 constant-rate epochs were not
+    tried and 12 reached 0.648; docs/reproducibility.md has the levers and the spread that remains.
+    """
+    if phase.schedule == "constant":
+        return phase.learning_rate
+    warmup = phase.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else phase.learning_rate,
+        decay_steps=max(1, (phase.epochs - phase.warmup_epochs) * steps_per_epoch),
+        warmup_target=phase.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    jit_compile: bool = False,
+) -> None:
+    """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too."""
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=jit_compile,
+        )
+
+
+def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """``balanced``: n / (classes * count) per class, as the study suggested for its uneven classes."""
+    if mode == "none":
+        return None
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
+    return {label: round(float(weight), 6) for label, weight in enumerate(weights)}
+
+
+def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None = None) -> str:
+    """What a checkpoint must match to be resumed: every param, the bytes of the inputs and of the code
+    (this package and the stage ``script``, by default the one running), the TensorFlow and Keras
+    versions, the resolved device settings and the CPU kernels asked for."""
+    digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")]  # CPU kernels
+    digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0), numerics]).encode())
+    code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
+    stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
+    if stage:
+        code.append((Path(stage).name, Path(stage)))
+    for name, path in [*code, *((str(path), Path(path)) for path in inputs)]:
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+class Resume(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that refuses a stale checkpoint and keeps the per-epoch logs with the weights.
+
+    Only a worker that ``writes`` (the chief) touches the directory; the others resume from the
+    epoch and the state the chief restored, received from it, so all continue alike even where the
+    checkpoint is on the chief's disk alone.
+    """
+
+    def __init__(self, directory: Path, stamp: str, writes: bool = True):
+        super().__init__(str(directory), save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
+        self.directory, self.stamp, self.writes = Path(directory), stamp, writes
+        self.history: list[dict] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.writes:
+            self._restore(logs)
+        strategy = self.model.distribute_strategy
+        if is_multi_worker(strategy):
+            start = int(from_chief(strategy, tf.constant(self.model._initial_epoch or 0, tf.int64)))
+            if start:
+                copy_from_chief(strategy, [*self.model.weights, *self.model.optimizer.variables])
+                self.model._initial_epoch = start
+
+    def _restore(self, logs: dict | None) -> None:
+        stamp_file, history_file = self.directory / "fingerprint", self.directory / "history.json"
+        if self.directory.exists() and not _reads(stamp_file, self.stamp):
+            print(f"{self.directory}: checkpoint of other settings, inputs, code or versions, starting afresh")
+            shutil.rmtree(self.directory)
+        if self.directory.exists():
+            self._resume(history_file)
+        start = self.model._initial_epoch or 0
+        if start:
+            print(f"{self.directory}: resuming after epoch {start}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(self.stamp)
+
+    def _resume(self, history_file: Path) -> None:
+        """Restore the checkpoint, or discard it whole (weights included) if any part cannot be read."""
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built and Path(self._weights_path).exists():
+            optimizer.build(self.model.trainable_variables)  # as BackupAndRestore does before loading
+        state = [*self.model.weights, *(optimizer.variables if optimizer is not None and optimizer.built else [])]
+        before = [variable.numpy() for variable in state]
+        try:
+            super().on_train_begin()
+            start = self.model._initial_epoch or 0
+            self.history = json.loads(history_file.read_text())[:start] if start else []
+            if len(self.history) != start:
+                raise ValueError(f"history.json has {len(self.history)} epochs, the weights {start}")
+        except Exception as exc:  # noqa: BLE001 - truncated JSON, a broken HDF5 file, a missing file...
+            print(f"{self.directory}: checkpoint unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}), "
+                  "starting afresh")
+            for variable, value in zip(state, before):
+                variable.assign(value)
+            self.model._initial_epoch, self.history = 0, []
+            shutil.rmtree(self.directory)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.writes:
+            return
+        # Logs first, weights second: a kill in between leaves logs for an epoch that is then redone.
+        self.history.append({name: round(float(value), 6) for name, value in sorted((logs or {}).items())})
+        write_json(self.directory / "history.json", self.history)
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.writes:
+            super().on_train_end(logs)
+
+
+def _reads(path: Path, expected: str) -> bool:
+    try:
+        return path.read_text() == expected
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+class LiveLogger(keras.callbacks.Callback):
+    """Per-epoch loss and accuracy (train and validation) to dvclive, without touching dvc.yaml.
+
+    dvc.yaml declares these files itself; dvclive would otherwise rewrite it on every run. Steps
+    start at ``first_step`` so fine-tuning's epochs follow the head's on one axis; epochs done before
+    a resume are replayed from the checkpoint's logs.
+    """
+
+    def __init__(self, directory: Path, resume: Resume, first_step: int = 0):
+        super().__init__()
+        self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False)
+        self.resume, self.first_step = resume, first_step
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        for epoch, logged in enumerate(self.resume.history):
+            self._log(epoch, logged)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._log(epoch, logs or {})
+
+    def _log(self, epoch: int, logs: dict) -> None:
+        self.live.step = self.first_step + epoch
+        for name, value in sorted(logs.items()):
+            if name != "learning_rate":
+                self.live.log_metric(name, round(float(value), 6))
+        self.live.next_step()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.live.end()
+
+
+def epoch_seeder(variables: list) -> Callable[[int], None]:
+    """Sets the seed counters of Keras' random layers (dropout) among ``variables`` to a function of the epoch.
+
+    They draw from a counter that runs on over the whole fit; keyed by epoch instead, any epoch's
+    draws can be replayed on their own.
+    """
+    states = [v for v in variables if "seed_generator_state" in v.path]
+    seeds = [int(state.numpy()[0]) for state in states]
+
+    def reseed(epoch: int) -> None:
+        for state, seed in zip(states, seeds):
+            state.assign(np.array([seed, epoch * DRAWS_PER_EPOCH], dtype=state.dtype))
+
+    return reseed
+
+
+class EpochData(keras.callbacks.Callback):
+    """Keys the epoch about to run to its number: the batches (Keras opens its iterator afterwards)
+    and the model's dropout draws, so a resumed epoch repeats what an uninterrupted run would do."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.reseed_model = epoch_seeder(self.model.non_trainable_variables)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.set_epoch(epoch)
+        self.reseed_model(epoch)
+
+
+class SameStatistics(keras.callbacks.Callback):
+    """Averages the replicas' BatchNormalization statistics before each validation and at the end.
+
+    Each replica updates them from its own share of the batches (``distribute.mean_over_replicas``);
+    averaged, all replicas validate, and the chief saves, one model: the logged val metrics are the
+    saved model's.
+    """
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        mean_over_replicas(self.model.distribute_strategy, moving_statistics(self.model))
+
+    on_train_end = on_test_begin
+
+
+def fit(
+    model: keras.Model,
+    train: Batches,
+    val: Batches,
+    epochs: int,
+    stage: str,
+    stamp: str,
+    patience: int = 0,
+    first_step: int = 0,
+    class_weight: dict[int, float] | None = None,
+) -> keras.callbacks.History:
+    """Fit with dvclive logging to ``dvclive/<stage>`` and a resumable checkpoint in ``checkpoints/<stage>``.
+
+    The callbacks' order matters: Resume restores before LiveLogger replays, and saves each epoch's
+    logs before LiveLogger writes them. Only the chief logs and checkpoints (``distribute.py``).
+    """
+    strategy = model.distribute_strategy
+    chief = is_chief(strategy)
+    resume = Resume(CHECKPOINT_DIR / stage, stamp, writes=chief)
+    callbacks: list[keras.callbacks.Callback] = [resume, EpochData(train)]
+    if chief:
+        callbacks.insert(1, LiveLogger(LIVE_DIR / stage, resume, first_step))
+    if strategy.num_replicas_in_sync > 1:
+        callbacks.append(SameStatistics())
+    if patience:  # its patience counter restarts with a resumed run
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        )
+    # The datasets order themselves (seeded per epoch); Keras must not shuffle.
+    replicas = strategy.num_replicas_in_sync
+    return model.fit(
+        train.for_replicas(replicas),
+        validation_data=val.for_replicas(replicas),
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=2,
+        shuffle=False,
+        class_weight=class_weight,
+    )
