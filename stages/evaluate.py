@@ -11,7 +11,8 @@ import numpy as np
 
 from inat_classifier.atomic import write_csv, write_json, write_text
 from inat_classifier.classnames import subset_classes
-from inat_classifier.dataset import batches, load_split
+from inat_classifier.dataset import load_split
+from inat_classifier.features import view_outputs
 from inat_classifier.evaluation import (
     confusion_rows,
     most_confused_pairs,
@@ -38,8 +39,9 @@ def main(params: Params) -> None:
         if name in params.evaluate.splits:
             split = load_split(name, params.data)
             labels, paths = split.labels, split.paths
-            ordered = batches(split, params.data, params.seed, shuffle=False).dataset
-            probs = model.predict(ordered, verbose=0)
+            # evaluate.tta: the mean over the plain view and tta - 1 augmented ones
+            views = view_outputs(model, split, params.data, params.seed, params.augment, params.evaluate.tta or 1, "predictions")
+            probs = views.mean(axis=0)
             # float32 softmax rows sum to 1 only to float32 precision; scikit-learn checks at float64's
             probs = probs.astype(np.float64)
             probs /= probs.sum(axis=1, keepdims=True)
