@@ -10,7 +10,8 @@ import numpy as np
 
 from inat_classifier.atomic import write_csv, write_json
 from inat_classifier.data.classnames import subset_classes
-from inat_classifier.train.dataset import batches, load_split
+from inat_classifier.train.dataset import load_split
+from inat_classifier.train.features import view_outputs
 from inat_classifier.evaluate.evaluation import (
     confusion_rows,
     per_class_table,
@@ -35,8 +36,9 @@ def main(params: Params) -> None:
         if name in params.evaluate.splits:
             split = load_split(name, params.data)
             labels, paths = split.labels, split.paths
-            ordered = batches(split, params.data, params.seed, shuffle=False).dataset
-            probs = model.predict(ordered, verbose=0)
+            # evaluate.tta: the mean over the plain view and tta - 1 augmented ones
+            views = view_outputs(model, split, params.data, params.seed, params.augment, params.evaluate.tta or 1, "predictions")
+            probs = views.mean(axis=0)
             # float32 softmax rows sum to 1 only to float32 precision; scikit-learn checks at float64's
             probs = probs.astype(np.float64)
             probs /= probs.sum(axis=1, keepdims=True)

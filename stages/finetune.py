@@ -44,7 +44,9 @@ def main(params: Params) -> None:
         stamp = fingerprint(params, head, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     model = unfreeze(model, unfrozen_layers(config, params.model), trains_batchnorm)
     train_data = batches(train, data, seed, shuffle=True, augment=params.augment)
-    compile_model(model, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
+    rate = learning_rate(config, train_data.steps(strategy.num_replicas_in_sync))
+    compile_model(model, rate, jit_compile, label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
+                  use_ema=config.use_ema)
     fit(
         model,
         train_data,

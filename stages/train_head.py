@@ -44,7 +44,9 @@ def main(params: Params) -> None:
         trained = FrozenBaseHead(model)
         train_data = batches(train, data, seed, shuffle=True, augment=params.augment)
         val_data = batches(val, data, seed, shuffle=False)
-    compile_model(trained, learning_rate(config, train_data.steps(strategy.num_replicas_in_sync)), jit_compile)
+    rate = learning_rate(config, train_data.steps(strategy.num_replicas_in_sync))
+    compile_model(trained, rate, jit_compile, label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
+                  use_ema=config.use_ema)
     stamp = fingerprint(params, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     weights = class_weights(config.class_weight, train.labels, len(classes))
     fit(trained, train_data, val_data, config.epochs, "train_head", stamp, class_weight=weights)

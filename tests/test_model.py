@@ -153,3 +153,15 @@ def test_unfreeze_auto_is_the_keras_examples_top_20_for_pretrained_weights_and_a
     assert unfrozen_layers(params.finetune, params.model) == 20
     params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"unfreeze": 7}})
     assert unfrozen_layers(params.finetune, params.model) == 7
+
+
+def test_unfreeze_by_block_trains_whole_blocks_from_block_n_up():
+    model = build_classifier(ModelParams(), num_classes=2, image_size=SIZE)
+    layers = base_of(unfreeze(model, "block6", True)).layers
+    first = next(i for i, layer in enumerate(layers) if layer.name.startswith("block6a_"))
+    assert not any(layer.trainable for layer in layers[:first] if layer.weights)
+    assert layers[first - 1].name.startswith("block5")  # block 5 stays whole, and frozen
+    trained = [layer.name for layer in layers[first:] if layer.weights and layer.trainable]
+    assert trained[0].startswith("block6a_") and "top_conv" in trained and any(n.startswith("block7") for n in trained)
+    with pytest.raises(UserError, match=r"finetune.unfreeze: the base has no layer block9a_\* \(its blocks: block1, "):
+        unfreeze(build_classifier(ModelParams(), num_classes=2, image_size=SIZE), "block9", True)

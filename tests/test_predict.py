@@ -237,3 +237,37 @@ def test_bad_arguments_are_refused_by_argparse(capsys):
         main(["predict", "x.jpg", "--threshold", "1.5"])
     assert caught.value.code == 2
     assert "1.5 is not between 0 and 1" in capsys.readouterr().err
+
+
+def test_tta_averages_the_plain_view_with_augmented_ones_the_same_on_every_run(model, photos, model_file, capsys):
+    paths, _ = collect_images([photos])
+    plain, _ = classify(model, paths, CLASSES, progress=False)
+    one, _ = classify(model, paths, CLASSES, progress=False, tta=1)
+    pd.testing.assert_frame_equal(one, plain)
+    three, _ = classify(model, paths, CLASSES, progress=False, tta=3)
+    again, _ = classify(model, paths, CLASSES, progress=False, tta=3)
+    pd.testing.assert_frame_equal(three, again)
+    assert not np.allclose(three.probability_1, plain.probability_1)  # augmented views moved the answers
+    assert (three[["probability_1", "probability_2"]].sum(axis=1) <= 1 + 1e-6).all()
+    with pytest.raises(UserError, match="tta 0 must be at least 1"):
+        classify(model, paths, CLASSES, progress=False, tta=0)
+    assert main(["predict", str(photos), "--model", str(model_file), "--tta", "2", "--format", "csv"]) == 0
+    assert len(pd.read_csv(io.StringIO(capsys.readouterr().out))) == len(three)
+
+
+def test_evaluate_tta_views_are_the_plain_split_then_its_augmented_epochs(model):
+    from inat_classifier.dataset import Split, batches
+    from inat_classifier.features import view_outputs
+    from inat_classifier.params import parse_params
+
+    params = parse_params({"data": {"image_size": SIZE, "batch_size": 4}})
+    rng = np.random.default_rng(0)
+    split = Split("test", rng.integers(0, 255, (6, SIZE, SIZE, 3), dtype=np.uint8), np.array([0, 1] * 3), [], [])
+    views = view_outputs(model, split, params.data, params.seed, params.augment, 3, "predictions")
+    assert views.shape == (3, 6, len(CLASSES))
+    plain = model.predict(batches(split, params.data, params.seed, shuffle=False).dataset, verbose=0)
+    np.testing.assert_allclose(views[0], plain, rtol=1e-6)
+    augmented = batches(split, params.data, params.seed, shuffle=False, augment=params.augment)
+    augmented.set_epoch(2)
+    np.testing.assert_allclose(views[2], model.predict(augmented.dataset, verbose=0), rtol=1e-6)
+    assert not np.allclose(views[1], views[0]) and not np.allclose(views[2], views[1])

@@ -248,3 +248,38 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
     model = recalibrated_classifier(params, split)
     features = base_of(model).predict(split.pixels[:4].astype(np.float32), verbose=0)
     assert np.isfinite(features).all() and features.std(axis=0).mean() > 1e-3  # images no longer look alike
+
+
+def test_label_smoothing_weight_decay_and_ema_change_training_as_keras_defines_them():
+    """Smoothing: the loss of a confident right answer rises to the smoothed target's; decay shrinks
+    weights a gradient leaves alone; EMA ends training on the average of the weights."""
+    from inat_classifier.training import SmoothedSparseCrossentropy
+
+    probs = np.array([[0.98, 0.01, 0.01]], "float32")
+    plain = float(keras.losses.SparseCategoricalCrossentropy()(np.array([0]), probs))
+    smoothed = float(SmoothedSparseCrossentropy(0.3)(np.array([0]), probs))
+    target = np.array([0.8, 0.1, 0.1])  # 0.3 spread evenly over 3 classes
+    assert smoothed == pytest.approx(-(target * np.log(probs[0])).sum(), rel=1e-4) and smoothed > plain
+
+    def trained(**options):
+        make_deterministic(0)
+        inputs = keras.Input((2,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="dense")(inputs))
+        unused = model.get_layer("dense").kernel.numpy().copy()
+        compile_model(model, 0.1, **options)
+        x, y = np.zeros((8, 2), "float32"), np.zeros(8, "int64")  # zero inputs: the kernel gets no gradient
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0)
+        return unused, model.get_layer("dense").kernel.numpy(), model
+
+    start, kernel, _ = trained()
+    np.testing.assert_allclose(kernel, start)
+    start, decayed, model = trained(weight_decay=0.5)
+    np.testing.assert_allclose(decayed, start * (1 - 0.1 * 0.5) ** 6, rtol=1e-5)  # 6 steps
+    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
+    _, _, smoothing_model = trained(label_smoothing=0.1)
+    assert isinstance(smoothing_model.loss, SmoothedSparseCrossentropy)
+    # The bias does learn; with momentum 0.99 the average over 6 steps stays much nearer its start (0).
+    _, _, plain_model = trained()
+    _, _, ema = trained(use_ema=True)
+    moved = np.abs(plain_model.get_layer("dense").bias.numpy()).sum()
+    assert moved > 0.1 and np.abs(ema.get_layer("dense").bias.numpy()).sum() < 0.3 * moved

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--output", metavar="FILE",
         help="write here instead of stdout (a regular file is replaced atomically; /dev/stdout or a pipe is written to)")
     add("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: %(default)s)")
+    add("--tta", type=_positive, default=1, metavar="N",
+        help="test-time augmentation: average the plain view and N-1 augmented ones (default: %(default)s, plain only)")
     add("--max-pixels", type=_pixel_cap, metavar="N", help=f"skip images larger than this (default: {DEFAULT_MAX_PIXELS})")
     add("--no-progress", action="store_true", help="no progress bar on stderr (shown when a folder is given)")
     predict.set_defaults(handler=run_predict)
@@ -231,6 +233,7 @@ def run_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         progress=not args.no_progress and any(Path(item).is_dir() for item in args.inputs),
+        tta=args.tta,
     )
     report_problems(problems)
     write_output(render(frame, fmt), args.output)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
 from .data.images import DEFAULT_MAX_PIXELS, PILLOW_MAX_PIXELS
@@ -38,6 +38,7 @@ def _off(spelling: object) -> BeforeValidator:
 
 OffText = Annotated[str, _off("")]
 OffCount = Annotated[int, _off(0)]
+OffFraction = Annotated[float, _off(0.0), Field(ge=0.0)]
 
 
 class SampleSource(Section):
@@ -301,6 +302,9 @@ class Phase(Section):
     )
     schedule: Schedule = Field("constant", description="cosine: decay to 0 by the last epoch")
     warmup_epochs: OffCount = Field(0, ge=0, description="cosine: rise linearly from 0 over these epochs first")
+    label_smoothing: OffFraction = Field(0.0, lt=1.0, description="move this share of each label to all classes evenly")
+    weight_decay: OffFraction = Field(0.0, description="decoupled weight decay (AdamW): weights shrink by rate x this a step")
+    use_ema: StrictBool = Field(False, description="keep an exponential moving average of the weights and end with it")
 
     @model_validator(mode="after")
     def _warmup(self) -> "Phase":
@@ -322,8 +326,9 @@ class Finetune(Phase):
     epochs: OffCount = Field(30, ge=0)
     learning_rate: PositiveFloat = 3e-3
     schedule: Schedule = "cosine"
-    unfreeze: int | Literal["auto", "all"] = Field(
-        "auto", description="auto: the top 20 layers with pretrained weights, all with weights none"
+    unfreeze: int | str = Field(
+        "auto", description="auto: the top 20 layers with pretrained weights, all with weights none; "
+        "all; N top layers; blockN: EfficientNet's block N and everything above it"
     )
     batchnorm: BatchNormMode = Field(
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
@@ -333,9 +338,9 @@ class Finetune(Phase):
     @field_validator("unfreeze")
     @classmethod
     def _unfreeze(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be 'auto', 'all' or a positive number of top layers")
-        return value
+        if isinstance(value, int) and value >= 1 or value in ("auto", "all") or re.fullmatch(r"block[1-7]", str(value)):
+            return value
+        raise ValueError("must be 'auto', 'all', a positive number of top layers or block1 .. block7")
 
 
 SplitName = Literal["train", "val", "test"]  # layout.SPLITS
@@ -344,6 +349,7 @@ SplitName = Literal["train", "val", "test"]  # layout.SPLITS
 class Evaluate(Section):
     splits: list[SplitName] = Field(default_factory=lambda: list(SPLITS), min_length=1)
     top_k: int = Field(3, ge=1, description="top-k accuracy; 3 is the iNat competition's metric")
+    tta: OffCount = Field(0, ge=0, description="test-time augmentation: average over the plain and tta - 1 augmented views")
 
 
 class Params(Section):

@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -97,6 +97,22 @@ def predictor(model):
     return function
 
 
+def tta_views(count: int) -> Callable[[np.ndarray, int], list]:
+    """A function of a uint8 batch and its index giving the plain float32 batch and ``count`` - 1
+    augmented ones, each keyed by (view, batch index): the same views on every run."""
+    if count == 1:
+        return lambda pixels, batch: [pixels.astype("float32")]
+    import tensorflow as tf
+
+    from ..params import Augment
+    from ..train.augment import build_augmenter
+
+    augment = build_augmenter(Augment())
+    return lambda pixels, batch: [pixels.astype("float32")] + [
+        augment(tf.constant(pixels), tf.constant([view, batch], tf.int64)).numpy() for view in range(1, count)
+    ]
+
+
 def classify(
     model,
     paths: Sequence[str | Path],
@@ -106,24 +122,29 @@ def classify(
     batch_size: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    tta: int = 1,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Predictions for the readable images (see the module docstring for the columns) and why the
     others were skipped.
 
     Images are decoded and resized exactly as for training (:func:`images.load_resized`, at the
     model's input size), a batch at a time, so memory does not grow with the number of files.
+    ``tta`` > 1 averages the plain view with ``tta`` - 1 views augmented as training augments
+    (params.yaml's default ``augment`` section), like ``evaluate.tta``.
     """
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"threshold {threshold} is not between 0 and 1")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be at least 1")
+    if tta < 1:
+        raise UserError(f"tta {tta} must be at least 1 (1: the plain view only)")
     size = input_size(model)
     outputs = int(model.output_shape[-1])
     if outputs != len(class_names):
         raise UserError(f"the model predicts {outputs} classes but {len(class_names)} class names were given")
     k = max(1, min(top_k, outputs))
     names = np.asarray(class_names, dtype=object)
-    predict = predictor(model)
+    predict, views = predictor(model), tta_views(tta)
 
     kept: list[str] = []
     problems: list[str] = []
@@ -137,7 +158,7 @@ def classify(
             problems += unreadable
             kept += [str(chunk[i]) for i in readable]
             if len(pixels):
-                probs.append(np.asarray(predict(pixels.astype("float32")), dtype=np.float64))
+                probs.append(np.mean([np.asarray(predict(view), np.float64) for view in views(pixels, start)], axis=0))
             bar.update(len(chunk))
     matrix = np.concatenate(probs) if probs else np.zeros((0, outputs))
     return _table(kept, matrix, names, k, threshold), problems

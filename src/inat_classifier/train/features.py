@@ -1,4 +1,5 @@
-"""The frozen phase on cached base features (``train_head.feature_cache``).
+"""Outputs per view of a split: the frozen phase on cached base features (``train_head.feature_cache``),
+and test-time augmentation.
 
 A frozen base in inference mode maps an image to the same features in every epoch, so running it
 once per image and view, then training the head on the stored features, gives the head the same
@@ -52,15 +53,24 @@ class FrozenBaseHead(keras.Model):
         return self.head(self.base(images, training=False), training=training)
 
 
-def base_features(model: keras.Model, split: Split, data: Data, seed: int, augment: Augment, views: int) -> np.ndarray:
-    """views x N x F float32 features of ``split`` from the frozen base, in the split's order."""
-    base, replicas = base_of(model), model.distribute_strategy.num_replicas_in_sync
+def view_outputs(
+    network: keras.Model, split: Split, data: Data, seed: int, augment: Augment, views: int, what: str, replicas: int = 1
+) -> np.ndarray:
+    """views x N x ... float32 outputs of ``network`` on ``split``, in the split's order: view 0 of the
+    plain images, view v of the images augmented as epoch v augments them. Serves the frozen base's
+    feature cache and test-time augmentation (``evaluate.tta``) alike."""
     out = []
-    for view in tqdm(range(views), desc=f"features of {split.name}", unit="view", disable=views == 1):
+    for view in tqdm(range(views), desc=f"{what} of {split.name}", unit="view", disable=views == 1):
         view_batches = batches(split, data, seed, shuffle=False, augment=augment if view > 0 else None)
         view_batches.set_epoch(view)
-        out.append(base.predict(view_batches.for_replicas(replicas), verbose=0).astype(np.float32))
+        out.append(network.predict(view_batches.for_replicas(replicas), verbose=0).astype(np.float32))
     return np.stack(out)
+
+
+def base_features(model: keras.Model, split: Split, data: Data, seed: int, augment: Augment, views: int) -> np.ndarray:
+    """views x N x F float32 features of ``split`` from the frozen base, in the split's order."""
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    return view_outputs(base_of(model), split, data, seed, augment, views, "features", replicas)
 
 
 def feature_batches(features: np.ndarray, labels: np.ndarray, data: Data, seed: int, shuffle: bool) -> Batches:

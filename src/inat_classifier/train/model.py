@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterable
@@ -88,7 +89,7 @@ def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) 
     base = base_of(model)
     base.trainable = True
     layers = base.layers
-    frozen = [] if top_layers == "all" else layers[: max(len(layers) - int(top_layers), 0)]
+    frozen = layers[: first_unfrozen(layers, top_layers)]
     for layer in frozen:
         layer.trainable = False
     for layer in layers:
@@ -96,6 +97,21 @@ def unfreeze(model: keras.Model, top_layers: int | str, batchnorm_trains: bool) 
             layer.trainable = False
     image_size = model.input_shape[1]
     return assemble(base, head_of(model), image_size)
+
+
+def first_unfrozen(layers: list[keras.layers.Layer], top_layers: int | str) -> int:
+    """Index of the lowest layer to train: ``all``, the top N, or ``blockN``, the first layer of
+    EfficientNet's block N (named ``blockNa_...``), so that no block is split."""
+    if top_layers == "all":
+        return 0
+    if isinstance(top_layers, int):
+        return max(len(layers) - top_layers, 0)
+    names = [layer.name for layer in layers]
+    starts = [i for i, name in enumerate(names) if name.startswith(f"{top_layers}a_")]
+    if not starts:
+        blocks = sorted({name.split("a_")[0] for name in names if re.match(r"block\d+a_", name)})
+        raise UserError(f"finetune.unfreeze: the base has no layer {top_layers}a_* (its blocks: {', '.join(blocks)})")
+    return starts[0]
 
 
 def unfrozen_layers(finetune: Finetune, config: ModelParams) -> int | str:

@@ -78,16 +78,41 @@ def learning_rate(phase: Phase, steps_per_epoch: int) -> float | keras.optimizer
     )
 
 
+@keras.saving.register_keras_serializable(package="inat_classifier")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels with label smoothing: Keras' sparse loss cannot smooth, and its
+    dense one would need one-hot labels from every dataset."""
+
+    def __init__(self, label_smoothing: float, **kwargs):
+        super().__init__(**kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32"), y_pred.shape[-1])
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def compile_model(
     model: keras.Model,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     jit_compile: bool = False,
+    *,
+    label_smoothing: float = 0.0,
+    weight_decay: float = 0.0,
+    use_ema: bool = False,
 ) -> None:
-    """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too."""
+    """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too.
+
+    Adam with ``weight_decay`` is AdamW (Keras decays weights apart from the gradient step); with
+    ``use_ema`` fit ends by writing the average of the weights into the model.
+    """
     with model.distribute_strategy.scope():
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
+            optimizer=keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None, use_ema=use_ema),
+            loss=SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile,
         )
