@@ -256,8 +256,8 @@ def test_tta_averages_the_plain_view_with_augmented_ones_the_same_on_every_run(m
 
 
 def test_evaluate_tta_views_are_the_plain_split_then_its_augmented_epochs(model):
-    from inat_classifier.dataset import Split, batches
-    from inat_classifier.features import view_outputs
+    from inat_classifier.train.dataset import Split, batches
+    from inat_classifier.train.features import view_outputs
     from inat_classifier.params import parse_params
 
     params = parse_params({"data": {"image_size": SIZE, "batch_size": 4}})

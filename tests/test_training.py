@@ -253,7 +253,7 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
 def test_label_smoothing_weight_decay_and_ema_change_training_as_keras_defines_them():
     """Smoothing: the loss of a confident right answer rises to the smoothed target's; decay shrinks
     weights a gradient leaves alone; EMA ends training on the average of the weights."""
-    from inat_classifier.training import SmoothedSparseCrossentropy
+    from inat_classifier.train.training import SmoothedSparseCrossentropy
 
     probs = np.array([[0.98, 0.01, 0.01]], "float32")
     plain = float(keras.losses.SparseCategoricalCrossentropy()(np.array([0]), probs))
