@@ -10,7 +10,7 @@ import json
 import numpy as np
 
 from inat_classifier.atomic import write_csv, write_json, write_text
-from inat_classifier.classnames import subset_classes
+from inat_classifier.classnames import subset_taxa
 from inat_classifier.dataset import batches, load_split
 from inat_classifier.evaluation import (
     confusion_rows,
@@ -27,9 +27,11 @@ from inat_classifier.model import load_model
 from inat_classifier.model_card import render_model_card
 from inat_classifier.params import Params
 from inat_classifier.report import SplitReport, draw_gallery, render_report, worst_misclassified
+from inat_classifier.taxonomy import rank_accuracies
 
 def main(params: Params) -> None:
-    classes = subset_classes()
+    taxa = subset_taxa()
+    classes = [taxon.name for taxon in taxa]
     model = load_model(MODEL)
     top_k = min(params.evaluate.top_k, len(classes))  # the default, 3, with 2 classes: 2
     results, reports = {}, {}
@@ -44,6 +46,7 @@ def main(params: Params) -> None:
             probs = probs.astype(np.float64)
             probs /= probs.sum(axis=1, keepdims=True)
             results[name] = split_metrics(labels, probs, top_k, classes)
+            results[name].update(rank_accuracies(labels, probs, taxa))  # genus, family: where known
             shown = {k: v for k, v in results[name].items() if k != "per_class"}
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         else:  # not evaluated: header-only files, so stale numbers never linger
@@ -75,7 +78,7 @@ def main(params: Params) -> None:
     report = render_report(reports, worst if tested else None, "worst_test.png", summary, forbidden)
     write_text("reports/evaluate.md", report)
     scored = {name: results[name] for name in SPLITS if name in results}
-    write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"]))
+    write_text("reports/MODEL_CARD.md", render_model_card(params, classes, scored, summary, results["licenses"], taxa))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from .manifest import LICENSE_NAMES
 from .markdown import headline_table, in_split_order
 from .model import batchnorm_trains, unfrozen_layers
 from .params import Params, Phase
+from .taxonomy import SCORED_RANKS, Taxon, markdown
 
 
 
@@ -25,17 +26,19 @@ def render_model_card(
     metrics: Mapping[str, Mapping],
     data_summary: Mapping | None = None,
     licenses: Mapping[str, int] | None = None,
+    taxa: Sequence[Taxon] | None = None,
 ) -> str:
     """The model card as Markdown.
 
     - ``metrics``: ``metrics/evaluate.json`` (split -> images, accuracy, balanced_accuracy, ...).
     - ``data_summary``: ``metrics/subset.json`` (split -> images, imbalance_ratio, per_class).
     - ``licenses``: photo counts per licence code, ``data/raw/report.json``'s ``licenses``.
+    - ``taxa``: the classes' taxonomy (``classnames.subset_taxa``): iNaturalist links, common names.
     """
     sections = [
         _title(params, class_names),
         _intended_use(params, class_names),
-        _training_data(params, class_names, data_summary, licenses),
+        _training_data(params, class_names, data_summary, licenses, taxa),
         _recipe(params),
         _metrics(metrics),
         _limits(params, class_names),
@@ -115,7 +118,11 @@ def _source_description(params: Params) -> tuple[str, str]:
 
 
 def _training_data(
-    params: Params, class_names: Sequence[str], summary: Mapping | None, licenses: Mapping[str, int] | None
+    params: Params,
+    class_names: Sequence[str],
+    summary: Mapping | None,
+    licenses: Mapping[str, int] | None,
+    taxa: Sequence[Taxon] | None = None,
 ) -> str:
     origin, years = _source_description(params)
     lines = [
@@ -124,7 +131,9 @@ def _training_data(
         f"- Source: {origin}.",
         f"- Years: {years} Validation is a stratified {params.subset.val_fraction:.0%} of the training year; "
         "the test set is never used for training or model selection.",
-        f"- Species ({len(class_names)}, in label order): " + ", ".join(f"*{name}*" for name in class_names) + ".",
+        f"- Species ({len(class_names)}, in label order): "
+        + ", ".join(markdown(taxon) for taxon in (taxa or [Taxon(name) for name in class_names]))
+        + ".",
     ]
     if params.subset.max_per_class:
         lines.append(f"- At most {params.subset.max_per_class} images per species and split.")
@@ -224,6 +233,9 @@ def _metrics(metrics: Mapping[str, Mapping]) -> str:
     if not in_split_order(metrics):
         return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
     lines += headline_table(metrics)
+    ranked = _rank_accuracy_line(metrics)
+    if ranked:
+        lines += ["", ranked]
     lines += [
         "",
         "Intervals are 95% Wilson score intervals for accuracy, treating test images as independent draws; "
@@ -240,6 +252,17 @@ def _metrics(metrics: Mapping[str, Mapping]) -> str:
             "best available estimate of how much worse the model does on new photos.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _rank_accuracy_line(metrics: Mapping[str, Mapping]) -> str:
+    """Genus and family accuracy (a prediction in the right genus or family) where evaluate scored them."""
+    parts = []
+    for rank in SCORED_RANKS:
+        scores = [f"{split} {metrics[split][f'{rank}_accuracy']:.3f}" for split in in_split_order(metrics)
+                  if f"{rank}_accuracy" in metrics[split]]
+        if scores:
+            parts.append(f"{rank} {', '.join(scores)}")
+    return f"Accuracy at higher ranks (the top class in the true class's taxon): {'; '.join(parts)}." if parts else ""
 
 
 THRUSHES = ("Catharus ustulatus", "Catharus guttatus")  # the default taxa's look-alike pair
