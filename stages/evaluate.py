@@ -9,7 +9,8 @@ stage.validate()  # before the imports below load TensorFlow: a params typo prin
 import numpy as np
 
 from inat_classifier.atomic import write_csv, write_json
-from inat_classifier.data.classnames import subset_classes
+from inat_classifier.data.classnames import subset_taxa
+from inat_classifier.data.taxonomy import rank_accuracies
 from inat_classifier.train.dataset import load_split
 from inat_classifier.train.features import view_outputs
 from inat_classifier.evaluate.evaluation import (
@@ -27,7 +28,8 @@ from inat_classifier.params import Params
 
 
 def main(params: Params) -> None:
-    classes = subset_classes()
+    taxa = subset_taxa()
+    classes = [taxon.name for taxon in taxa]
     model = load_model(MODEL)
     top_k = min(params.evaluate.top_k, len(classes))  # the default, 3, with 2 classes: 2
     results = {}
@@ -43,6 +45,7 @@ def main(params: Params) -> None:
             probs = probs.astype(np.float64)
             probs /= probs.sum(axis=1, keepdims=True)
             results[name] = split_metrics(labels, probs, top_k, classes)
+            results[name].update(rank_accuracies(labels, probs, taxa))  # genus, family: where known
             shown = {k: v for k, v in results[name].items() if k != "per_class"}
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         else:  # not evaluated: header-only files, so stale numbers never linger

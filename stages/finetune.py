@@ -4,7 +4,7 @@ from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
-from inat_classifier.data.classnames import save_beside, subset_classes
+from inat_classifier.data.classnames import save_beside, subset_taxa
 from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
@@ -63,7 +63,7 @@ def main(params: Params) -> None:
         recalibrate_batchnorm(model, images_only(train, data, seed))
     if is_chief(strategy):  # every worker holds these weights; one writes them
         save_model(model, MODEL)
-        save_beside(MODEL, subset_classes())  # so predict needs nothing but the model
+        save_beside(MODEL, subset_taxa())  # so predict needs nothing but the model
     leave_together(strategy)
 
 

@@ -11,7 +11,7 @@ import json
 import pandas as pd
 
 from inat_classifier.atomic import write_text
-from inat_classifier.data.classnames import subset_classes
+from inat_classifier.data.classnames import subset_taxa
 from inat_classifier.serve.export import figures_for
 from inat_classifier.layout import EVALUATE_METRICS, EXPORT_METRICS, MODEL, SPLITS, SUBSET_METRICS, metrics_file
 from inat_classifier.data.manifest import showing_forbidden
@@ -26,7 +26,8 @@ def read_table(kind: str, split: str) -> pd.DataFrame:
 
 
 def main(params: Params) -> None:
-    classes = subset_classes()
+    taxa = subset_taxa()
+    classes = [taxon.name for taxon in taxa]
     results = json.loads(EVALUATE_METRICS.read_text())
     summary = json.loads(SUBSET_METRICS.read_text())
     scored = {name: results[name] for name in SPLITS if name in results}
@@ -48,7 +49,7 @@ def main(params: Params) -> None:
     draw_gallery(drawn, "reports/worst_test.png", params.data.max_pixels, empty_message=message)
     write_text("reports/evaluate.md", render_report(reports, worst, "worst_test.png", summary, forbidden))
     export = figures_for(MODEL, EXPORT_METRICS)
-    card = render_model_card(params, classes, scored, summary, results["licenses"], export)
+    card = render_model_card(params, classes, scored, summary, results["licenses"], export, taxa)
     write_text("reports/MODEL_CARD.md", card)
 
 

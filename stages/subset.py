@@ -13,19 +13,21 @@ from inat_classifier.data.classnames import write_class_names
 from inat_classifier.layout import CLASSES_FILE, SUBSET_DIR, SUBSET_METRICS
 from inat_classifier.data.manifest import read_manifest
 from inat_classifier.params import Params
+from inat_classifier.data.taxonomy import from_manifest
 from inat_classifier.data.records import DEFAULT_DIR, write_index, write_split
 from inat_classifier.data.subset import DUPLICATE_COLUMNS, balance_summary, make_subset
 
 
 def main(params: Params) -> None:
-    subset = make_subset(read_manifest(), params.subset, params.data.max_pixels, params.seed)
+    manifest = read_manifest()
+    subset = make_subset(manifest, params.subset, params.data.max_pixels, params.seed)
     for problem in subset.skipped:
         print(f"skipped: {problem}")
     summary = balance_summary(subset)
     with atomic_dir(SUBSET_DIR) as out:
         for split, frame in subset.splits.items():
             write_csv(out / f"{split}.csv", frame)
-        write_class_names(out / CLASSES_FILE, subset.classes)
+        write_class_names(out / CLASSES_FILE, from_manifest(manifest, subset.classes))  # with their taxonomy
         write_json(out / "skipped.json", subset.skipped)
         write_csv(out / "duplicates.csv", pd.DataFrame([asdict(d) for d in subset.duplicates], columns=DUPLICATE_COLUMNS))
         if params.data.format == "tfrecord":  # decoded and resized once, for every later stage

@@ -31,8 +31,11 @@ from inat_classifier.data.manifest import COLUMNS, read_manifest
 from inat_classifier.params import parse_params
 from inat_classifier.data.sources.inat_api import Taxon as ApiTaxon
 from inat_classifier.data.sources.inaturalist import Candidate, PhotoCache, sized_url
+from inat_classifier.data.taxonomy import Taxon as ClassTaxon
+from inat_classifier.data.taxonomy import from_manifest
 
 THRUSH, HERMIT, GENUS, SUBSPECIES, OLD_THRUSH, DUP1, DUP2 = 12011, 12015, 12010, 120111, 99001, 99002, 99003
+ORDER, FAMILY = 7251, 12705
 # Named photos of Catharus ustulatus observed in 2017, in observation-id order after the tracks.
 GRAY, ARR_FIRST, PNG_ALPHA, TRUNCATED, CMYK, FOREIGN, ND, BY_SECOND, ROTATED, PALETTE, NOT_IMAGE, SPARE, SSP = (
     range(60001, 60014)
@@ -43,12 +46,18 @@ CAPS = {"train": 5, "test": 2}
 
 
 def build_world() -> World:
+    thrushes = (1, 2, 3, ORDER, FAMILY, GENUS)  # ids as on iNaturalist
     taxa = [
-        Taxon(GENUS, "Catharus", rank="genus", ancestor_ids=(3,)),
-        Taxon(THRUSH, "Catharus ustulatus", ancestor_ids=(3, GENUS), common="Swainson's Thrush"),
-        Taxon(HERMIT, "Catharus guttatus", ancestor_ids=(3, GENUS), common="Hermit Thrush"),
-        Taxon(SUBSPECIES, "Catharus ustulatus swainsoni", rank="subspecies", ancestor_ids=(3, GENUS, THRUSH)),
-        Taxon(OLD_THRUSH, "Catharus ustulatus", is_active=False, ancestor_ids=(3, GENUS)),
+        Taxon(1, "Animalia", rank="kingdom", common="Animals"),
+        Taxon(2, "Chordata", rank="phylum", ancestor_ids=(1,), common="Chordates"),
+        Taxon(3, "Aves", rank="class", ancestor_ids=(1, 2), common="Birds"),
+        Taxon(ORDER, "Passeriformes", rank="order", ancestor_ids=(1, 2, 3), common="Perching Birds"),
+        Taxon(FAMILY, "Turdidae", rank="family", ancestor_ids=(1, 2, 3, ORDER), common="Thrushes"),
+        Taxon(GENUS, "Catharus", rank="genus", ancestor_ids=thrushes[:-1], common="Nightingale-Thrushes"),
+        Taxon(THRUSH, "Catharus ustulatus", ancestor_ids=thrushes, common="Swainson's Thrush"),
+        Taxon(HERMIT, "Catharus guttatus", ancestor_ids=thrushes, common="Hermit Thrush"),
+        Taxon(SUBSPECIES, "Catharus ustulatus swainsoni", rank="subspecies", ancestor_ids=(*thrushes, THRUSH)),
+        Taxon(OLD_THRUSH, "Catharus ustulatus", is_active=False, ancestor_ids=thrushes),
         Taxon(DUP1, "Duplicata nomen", iconic="Mammalia"),
         Taxon(DUP2, "Duplicata nomen", iconic="Mammalia"),
     ]
@@ -155,6 +164,18 @@ def test_downloads_the_expected_balanced_licensed_dataset(baseline):
     assert set(manifest.license) <= {"cc0", "cc-by", "cc-by-nc", "cc-by-sa", "cc-by-nd"}
     assert set(manifest.observation_id[manifest.split == "train"]).isdisjoint(manifest.observation_id[manifest.split == "test"])
     assert manifest.photo_id.is_unique
+
+
+def test_the_manifest_keeps_each_species_id_rank_common_name_and_ancestry(baseline):
+    root, log = baseline
+    hermit, thrush = from_manifest(read_manifest(root / "raw"), ["Catharus guttatus", "Catharus ustulatus"])
+    lineage = (("kingdom", "Animalia"), ("phylum", "Chordata"), ("class", "Aves"), ("order", "Passeriformes"),
+               ("family", "Turdidae"), ("genus", "Catharus"))
+    assert thrush == ClassTaxon("Catharus ustulatus", THRUSH, "species", "Swainson's Thrush", lineage)
+    assert hermit == ClassTaxon("Catharus guttatus", HERMIT, "species", "Hermit Thrush", lineage)
+    # the search answers lack ancestors: the species named is asked for by id, the one listed by id once
+    by_id = sorted(e["path"] for e in log if e["kind"] == "api" and e["path"].startswith("/v1/taxa/"))
+    assert by_id == [f"/v1/taxa/{THRUSH}", f"/v1/taxa/{HERMIT}"]
 
 
 def test_every_stored_photo_decodes_as_upright_rgb_jpeg(baseline):

@@ -150,6 +150,32 @@ def test_threshold_turns_low_confidence_answers_into_unknown(model, photos):
     assert (plain["prediction"] != UNKNOWN).all()
 
 
+def test_rollup_answers_a_taxon_the_classes_share_when_no_class_reaches_the_threshold(
+    model_file, photos, capsys, tmp_path
+):
+    from inat_classifier.data.classnames import write_class_names
+    from inat_classifier.data.taxonomy import make
+
+    both = {"kingdom": "Animalia", "phylum": "Chordata"}  # the tiny model's bird and raccoon share these
+    taxa = [make(CLASSES[0], 12011, "species", "", {**both, "class": "Aves"}),
+            make(CLASSES[1], 41663, "species", "", {**both, "class": "Mammalia"})]
+    classes = write_class_names(tmp_path / "taxa.json", taxa)
+    out = tmp_path / "rolled.csv"
+    code, _, _ = run_cli(capsys, photos, "--model", model_file, "--classes", classes, "--threshold", 1.0, "--rollup",
+                         "-o", out)
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert code == 0 and list(frame.columns) == columns(2, rollup=True)
+    sure = frame["probability_1"] >= 1.0  # rounded to 1: the species itself
+    assert (~sure).any()
+    assert (frame.loc[sure, "prediction"] == frame.loc[sure, "class_1"]).all()
+    assert (frame.loc[sure, "rank"] == "species").all()
+    # the lowest rank both classes share is the phylum (Chordata), whose summed probability is 1
+    assert (frame.loc[~sure, "prediction"] == "Chordata").all() and (frame.loc[~sure, "rank"] == "phylum").all()
+    assert (frame.loc[~sure, "probability"] == 1.0).all()
+    code, _, err = run_cli(capsys, photos / "gray.png", "--model", model_file, "--threshold", 0.5, "--rollup")
+    assert code == 2 and "--rollup needs the classes' ancestry" in err and len(err.splitlines()) == 1
+
+
 def test_top_k_is_capped_at_the_number_of_classes(model, photos):
     frame, _ = classify(model, [photos / "gray.png"], CLASSES, top_k=5, progress=False)
     assert list(frame.columns) == columns(len(CLASSES))

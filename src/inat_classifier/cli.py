@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="answer 'unknown' when the top probability is below this (default: %(default)s, never)",
     )
+    add(
+        "--rollup",
+        action="store_true",
+        help="below --threshold, answer the lowest taxon (genus, family, ...) whose species' summed probability "
+        "reaches it ('Catharus, 0.93'), with a rank column; needs class names with their ancestry",
+    )
     add("--format", choices=("table", "csv", "json"), help="default: from --output's extension, else table")
     add("-o", "--output", metavar="FILE",
         help="write here instead of stdout (a regular file is replaced atomically; /dev/stdout or a pipe is written to)")
@@ -206,9 +212,14 @@ def _require_model(path: Path) -> None:
 
 
 def _class_names(args: argparse.Namespace) -> list[str]:
-    from .data.classnames import load_beside, read_class_names
+    return [taxon.name for taxon in _classes(args)]
 
-    return read_class_names(args.classes) if args.classes else load_beside(args.model)
+
+def _classes(args: argparse.Namespace) -> list:
+    """The classes with their taxonomy (``taxonomy.Taxon``), from --classes or beside the model."""
+    from .data.classnames import load_taxa_beside, read_classes
+
+    return read_classes(args.classes) if args.classes else load_taxa_beside(args.model)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -222,14 +233,15 @@ def run_predict(args: argparse.Namespace) -> int:
     report_problems(missing)
     if not paths:
         raise UserError(f"no image files found in {', '.join(map(str, args.inputs))}")
-    names = _class_names(args)
+    classes = _classes(args)
     model = load_model(args.model)
     frame, problems = classify(
         model,
         paths,
-        names,
+        classes,
         top_k=args.top_k,
         threshold=args.threshold,
+        rollup=args.rollup,
         batch_size=args.batch_size,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         progress=not args.no_progress and any(Path(item).is_dir() for item in args.inputs),

@@ -1,7 +1,7 @@
 """A local stand-in for the iNaturalist v1 API and its photo host, for offline tests.
 
 Answers are shaped like the real API (its v1 OpenAPI spec and the iNaturalistAPI server source):
-the taxa lookup, ``/v1/observations`` with its filters (``term_id`` requires an annotation, as on
+the taxa lookup (``/taxa/<ids>`` with each taxon's ``ancestors``, the search without), ``/v1/observations`` with its filters (``term_id`` requires an annotation, as on
 the real server), ``per_page`` silently clamped to 200, HTTP 403 once ``page * per_page`` passes
 10,000, ``order_by=id`` with ``id_above``, photos whose ``url`` is the square size (any other size
 is served by replacing that word), and Range requests on photo and static files. Fault injection: ``faults["api"]`` is a queue of faults for the
@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 MAX_PER_PAGE = 200
+RANK_LEVELS = {"subspecies": 5, "species": 10, "genus": 20, "family": 30, "order": 40, "class": 50, "phylum": 60,
+               "kingdom": 70}
 RESULT_WINDOW = 10_000
 SIZES = {"square": (24, 24), "thumb": (32, 24), "small": (48, 36), "medium": (64, 48), "large": (96, 72),
          "original": (128, 96)}
@@ -53,18 +55,22 @@ class Taxon:
     common: str | None = None
     iconic: str = "Aves"
 
-    def json(self) -> dict:
+    def json(self, ancestors: list[Taxon] | None = None) -> dict:
+        """As the API gives it; ``ancestors`` (root first, without "Life") only in ``/taxa/<ids>``
+        answers, as on the real server: searches and observations carry ``ancestor_ids`` alone."""
         data = {
             "id": self.id,
             "name": self.name,
             "rank": self.rank,
-            "rank_level": {"species": 10, "subspecies": 5, "genus": 20}.get(self.rank, 30),
+            "rank_level": RANK_LEVELS.get(self.rank, 30),
             "iconic_taxon_name": self.iconic,
             "ancestor_ids": [*self.ancestor_ids, self.id],
             "is_active": self.is_active,
         }
         if self.common:
             data["preferred_common_name"] = self.common
+        if ancestors is not None:
+            data["ancestors"] = [ancestor.json() for ancestor in ancestors]
         return data
 
 
@@ -277,7 +283,8 @@ class FakeInaturalist:
 
     def taxa_by_id(self, ids: str) -> dict:
         wanted = {int(i) for i in ids.split(",")}
-        found = [t.json() for t in self.world.taxa if t.id in wanted]
+        known = {t.id: t for t in self.world.taxa}
+        found = [t.json([known[i] for i in t.ancestor_ids if i in known]) for t in self.world.taxa if t.id in wanted]
         return {"total_results": len(found), "page": 1, "per_page": 30, "results": found}
 
 

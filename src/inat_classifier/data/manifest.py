@@ -1,6 +1,7 @@
 """``data/raw/manifest.csv``: one row per accepted image, the same columns for every source.
 
-The licence and attribution columns are what CC-BY photos legally need when the data is shared.
+The licence and attribution columns are what CC-BY photos legally need when the data is shared; the
+taxon columns (``taxonomy.py``) are the class's, on each of its rows, empty where a source has none.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..errors import DataError
 from ..layout import MANIFEST_FILE as MANIFEST
 from ..layout import RAW_DIR
 from ..layout import RAW_REPORT_FILE as REPORT
+from .taxonomy import MANIFEST_COLUMNS as TAXON_COLUMNS
 
 COLUMNS = [
     "path",
@@ -30,6 +32,7 @@ COLUMNS = [
     "sha256",
     "width",
     "height",
+    *TAXON_COLUMNS,
 ]
 CREDIT_COLUMNS = ["license", "attribution", "url"]
 # How reports name each licence code of params.LICENSE_CODES (and the sample source's cc0).

@@ -14,8 +14,9 @@ import yaml
 from ..layout import SPLITS
 from ..data.manifest import LICENSE_NAMES
 from .markdown import headline_table, in_split_order
-from ..train.model import batchnorm_trains, unfrozen_layers
+from ..data.taxonomy import SCORED_RANKS, Taxon, markdown
 from ..params import Params, Phase
+from ..train.model import batchnorm_trains, unfrozen_layers
 
 EXPORTED = {  # metrics/export.json's formats, as the card names them
     "saved_model": "SavedModel (TF Serving)",
@@ -31,6 +32,7 @@ def render_model_card(
     data_summary: Mapping | None = None,
     licenses: Mapping[str, int] | None = None,
     export: Mapping | None = None,
+    taxa: Sequence[Taxon] | None = None,
 ) -> str:
     """The model card as Markdown.
 
@@ -38,11 +40,12 @@ def render_model_card(
     - ``data_summary``: ``metrics/subset.json`` (split -> images, imbalance_ratio, per_class).
     - ``licenses``: photo counts per licence code, ``data/raw/report.json``'s ``licenses``.
     - ``export``: ``metrics/export.json`` if it was measured on this model (``export.figures_for``), else None.
+    - ``taxa``: the classes' taxonomy (``classnames.subset_taxa``): iNaturalist links, common names.
     """
     sections = [
         _title(params, class_names),
         _intended_use(params, class_names),
-        _training_data(params, class_names, data_summary, licenses),
+        _training_data(params, class_names, data_summary, licenses, taxa),
         _recipe(params),
         _metrics(metrics),
         _export(export),
@@ -123,7 +126,11 @@ def _source_description(params: Params) -> tuple[str, str]:
 
 
 def _training_data(
-    params: Params, class_names: Sequence[str], summary: Mapping | None, licenses: Mapping[str, int] | None
+    params: Params,
+    class_names: Sequence[str],
+    summary: Mapping | None,
+    licenses: Mapping[str, int] | None,
+    taxa: Sequence[Taxon] | None = None,
 ) -> str:
     origin, years = _source_description(params)
     lines = [
@@ -132,7 +139,9 @@ def _training_data(
         f"- Source: {origin}.",
         f"- Years: {years} Validation is a stratified {params.subset.val_fraction:.0%} of the training year; "
         "the test set is never used for training or model selection.",
-        f"- Species ({len(class_names)}, in label order): " + ", ".join(f"*{name}*" for name in class_names) + ".",
+        f"- Species ({len(class_names)}, in label order): "
+        + ", ".join(markdown(taxon) for taxon in (taxa or [Taxon(name) for name in class_names]))
+        + ".",
     ]
     if params.subset.max_per_class:
         lines.append(f"- At most {params.subset.max_per_class} images per species and split.")
@@ -232,6 +241,9 @@ def _metrics(metrics: Mapping[str, Mapping]) -> str:
     if not in_split_order(metrics):
         return "\n".join(lines + ["No split was evaluated (`evaluate.splits`)."]) + "\n"
     lines += headline_table(metrics)
+    ranked = _rank_accuracy_line(metrics)
+    if ranked:
+        lines += ["", ranked]
     lines += [
         "",
         "Intervals are 95% Wilson score intervals for accuracy, treating test images as independent draws; "
@@ -276,6 +288,15 @@ def _export(export: Mapping | None) -> str:
                 f"| {entry['max_probability_difference']:.4f} |"
             )
     return "\n".join(lines) + "\n"
+def _rank_accuracy_line(metrics: Mapping[str, Mapping]) -> str:
+    """Genus and family accuracy (a prediction in the right genus or family) where evaluate scored them."""
+    parts = []
+    for rank in SCORED_RANKS:
+        scores = [f"{split} {metrics[split][f'{rank}_accuracy']:.3f}" for split in in_split_order(metrics)
+                  if f"{rank}_accuracy" in metrics[split]]
+        if scores:
+            parts.append(f"{rank} {', '.join(scores)}")
+    return f"Accuracy at higher ranks (the top class in the true class's taxon): {'; '.join(parts)}." if parts else ""
 
 
 THRUSHES = ("Catharus ustulatus", "Catharus guttatus")  # the default taxa's look-alike pair

@@ -8,6 +8,11 @@ list of records)::
 ``prediction`` is the most probable class, or ``unknown`` when its probability is below the
 threshold; ``probability`` is that top-1 probability either way, and ``class_i``/``probability_i``
 are the k most probable classes, most probable first. Unreadable files are reported and skipped.
+
+With ``rollup``, an image below the threshold is answered with the lowest-ranked taxon (a genus, a
+family, ...) whose classes' summed probability reaches it ("Catharus", 0.93), ``unknown`` only when
+none does; a ``rank`` column follows ``prediction`` and ``probability`` is the answer's (the top
+class's for ``unknown``).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from tqdm import tqdm
 
 from ..atomic import write_text
 from ..data.classnames import UNKNOWN
-from ..errors import UserError
 from ..data.images import DEFAULT_MAX_PIXELS, load_many
+from ..data.taxonomy import Taxon, rollup_ranks
+from ..data.taxonomy import rollup as roll_up
+from ..errors import UserError
 from ..evaluate.topk import rank_classes, top_k_columns
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
@@ -116,16 +123,17 @@ def tta_views(count: int) -> Callable[[np.ndarray, int], list]:
 def classify(
     model,
     paths: Sequence[str | Path],
-    class_names: Sequence[str],
+    class_names: Sequence[str | Taxon],
     top_k: int = 3,
     threshold: float = 0.0,
     batch_size: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     tta: int = 1,
+    rollup: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Predictions for the readable images (see the module docstring for the columns) and why the
-    others were skipped.
+    others were skipped. ``rollup`` needs the classes as :class:`Taxon` with their ancestry.
 
     Images are decoded and resized exactly as for training (:func:`images.load_resized`, at the
     model's input size), a batch at a time, so memory does not grow with the number of files.
@@ -143,7 +151,11 @@ def classify(
     if outputs != len(class_names):
         raise UserError(f"the model predicts {outputs} classes but {len(class_names)} class names were given")
     k = max(1, min(top_k, outputs))
-    names = np.asarray(class_names, dtype=object)
+    taxa = [c if isinstance(c, Taxon) else Taxon(c) for c in class_names]
+    if rollup and not rollup_ranks(taxa):
+        raise UserError("--rollup needs the classes' ancestry, and these classes have none (a class-names file "
+                        "of names only: rerun the pipeline, `dvc repro`, for one with taxonomy)")
+    names = np.asarray([taxon.name for taxon in taxa], dtype=object)
     predict, views = predictor(model), tta_views(tta)
 
     kept: list[str] = []
@@ -161,11 +173,12 @@ def classify(
                 probs.append(np.mean([np.asarray(predict(view), np.float64) for view in views(pixels, start)], axis=0))
             bar.update(len(chunk))
     matrix = np.concatenate(probs) if probs else np.zeros((0, outputs))
-    return _table(kept, matrix, names, k, threshold), problems
+    frame = _table(kept, matrix, names, k, threshold)
+    return (_rolled_up(frame, matrix, taxa, threshold) if rollup else frame), problems
 
 
-def columns(top_k: int) -> list[str]:
-    return ["path", "prediction", "probability", *top_k_columns(top_k)]
+def columns(top_k: int, rollup: bool = False) -> list[str]:
+    return ["path", "prediction", *(["rank"] if rollup else []), "probability", *top_k_columns(top_k)]
 
 
 def _table(paths: list[str], probs: np.ndarray, names: np.ndarray, k: int, threshold: float) -> pd.DataFrame:
@@ -177,6 +190,17 @@ def _table(paths: list[str], probs: np.ndarray, names: np.ndarray, k: int, thres
         **ranked,
     }
     return pd.DataFrame(data, columns=columns(k))
+
+
+def _rolled_up(frame: pd.DataFrame, probs: np.ndarray, taxa: Sequence[Taxon], threshold: float) -> pd.DataFrame:
+    """``frame`` with each answer below the threshold rolled up to a taxon that reaches it, and its rank."""
+    answers, ranks, chances = roll_up(probs, taxa, threshold) if len(frame) else ([], [], np.zeros(0))
+    frame = frame.copy()
+    frame["prediction"] = [UNKNOWN if answer is None else answer for answer in answers]
+    frame["rank"] = ranks
+    frame["probability"] = np.asarray(chances, dtype=np.float64).round(_DIGITS)
+    k = (len(frame.columns) - 4) // 2
+    return frame[columns(k, rollup=True)]
 
 
 # --- output -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from ...errors import DataError
 from ..http import Client, HttpSettings
 from ..manifest import sha256_of
 from ...params import ArchiveSource
+from ..taxonomy import Taxon, from_category
 from . import folder, inat_json
 from .paths import MAX_NAME_BYTES, class_folders, inside, safe_component
 from .store import store_many
@@ -49,6 +50,7 @@ class Item:
     photo_id: str = ""
     license: str = ""
     attribution: str = ""
+    taxon: Taxon | None = None  # the competition category's (inat_json)
 
 
 def collect(
@@ -113,6 +115,7 @@ def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list
     categories = _load_json(root, "categories_json", config.categories_json) if config.categories_json else None
     wanted = {name.lower() for name in config.supercategories}
     items, skipped = [], []
+    taxa: dict[str, Taxon] = {}
     for split, key in (("train", "train_json"), ("test", "test_json")):
         name = getattr(config, key)
         path = _json_path(root, key, name)
@@ -132,14 +135,18 @@ def inat_json_items(root: Path, config: ArchiveSource) -> tuple[list[Item], list
                     skipped.append(f"{name}: image {image['id']}: file_name '{file_name}' points outside the archive")
                     continue
                 holder = image.get("rights_holder") or ""
+                name = _class_name(category)
+                if name not in taxa:  # one per class, shared by its images
+                    taxa[name] = from_category(category, name)
                 items.append(
                     Item(
                         split,
-                        _class_name(category),
+                        name,
                         root / file_name,
                         photo_id=str(image["id"]),
                         license=_license_code(licenses.get(image.get("license"))),
                         attribution=f"(c) {holder}" if holder else "",
+                        taxon=taxa[name],
                     )
                 )
         except ijson.JSONError as exc:
@@ -215,6 +222,7 @@ def _store(items: list[Item], out_dir: Path, max_pixels: int) -> tuple[list[dict
                 "sha256": sha256_of(target),
                 "width": result[0],
                 "height": result[1],
+                **(item.taxon.manifest_fields() if item.taxon else {}),
             }
         )
     return rows, skipped

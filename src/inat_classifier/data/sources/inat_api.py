@@ -9,6 +9,8 @@ own SQLite cache; this is a few requests with a configurable base URL and a tran
   once ``page * per_page`` passes 10,000, the id window has no such limit.
 * Names resolve to ids by the documented rule: the result whose ``name`` equals the given name
   (case-insensitively), with rank species and active; none or several is an error naming the param.
+* Each species' rank, common name and ancestry come from ``/taxa/<ids>``, whose answers (unlike the
+  search's) carry the ``ancestors``: one more request per 30 species named, none for ids.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...atomic import write_json
 from ...errors import DataError
 from ..http import Client, RateLimiter
 from ...params import InaturalistSource
+from .. import taxonomy
 
 PER_PAGE = 200  # the API's silent maximum for /observations
 TAXA_PER_REQUEST = 30  # /taxa/<id,id,...> takes at most 30 ids
@@ -36,6 +39,7 @@ KEY = "download.inaturalist.taxa"
 class Taxon:
     id: int
     name: str
+    info: taxonomy.Taxon | None = field(default=None, compare=False)  # rank, common name, ancestry
 
 
 class Api:
@@ -64,12 +68,7 @@ class Api:
 
     def resolve(self, taxa: list[str | int]) -> list[Taxon]:
         """Each entry of ``download.inaturalist.taxa`` as an active species, in the given order."""
-        ids = [t for t in taxa if isinstance(t, int)]
-        by_id: dict[int, dict] = {}
-        for start in range(0, len(ids), TAXA_PER_REQUEST):
-            chunk = ids[start : start + TAXA_PER_REQUEST]
-            for found in self.get(f"/taxa/{','.join(map(str, chunk))}", {})["results"]:
-                by_id[found.get("id")] = found
+        by_id = self._by_ids([t for t in taxa if isinstance(t, int)])
         resolved = []
         for entry in taxa:
             if isinstance(entry, int):
@@ -92,7 +91,18 @@ class Api:
                     raise DataError(f"{KEY}: {earlier_entry!r} and {entry!r} are two taxa named {taxon.name} "
                                     f"(ids {earlier.id} and {taxon.id}); class names must differ")
             resolved.append(taxon)
-        return resolved
+        by_id.update(self._by_ids([t.id for t in resolved if t.id not in by_id]))
+        return [Taxon(t.id, t.name, taxonomy.from_api(by_id.get(t.id) or {"id": t.id, "name": t.name}))
+                for t in resolved]
+
+    def _by_ids(self, ids: list[int]) -> dict[int, dict]:
+        """Full taxon records (with ``ancestors``) by id, 30 to a request."""
+        by_id: dict[int, dict] = {}
+        for start in range(0, len(ids), TAXA_PER_REQUEST):
+            chunk = ids[start : start + TAXA_PER_REQUEST]
+            for found in self.get(f"/taxa/{','.join(map(str, chunk))}", {})["results"]:
+                by_id[found.get("id")] = found
+        return by_id
 
     def _by_name(self, name: str) -> dict:
         results = self.get("/taxa", {"q": name, "per_page": 30})["results"]

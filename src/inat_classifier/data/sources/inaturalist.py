@@ -259,4 +259,5 @@ def _row(candidate: Candidate, size: tuple[int, int], cached: Path, out_dir: Pat
         "sha256": sha256_of(target),
         "width": size[0],
         "height": size[1],
+        **(candidate.taxon.info.manifest_fields() if candidate.taxon.info else {}),
     }

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..manifest import sha256_of
 from ...params import SampleSource
+from ..taxonomy import make
 
 # (class name, coat pattern, pattern period as a fraction of the picture's shorter side, palette).
 # Like real coats, species differ in pattern, scale and how their colours relate (complementary,
@@ -33,6 +34,23 @@ SPECIES = (
     ("Sample punctata", "speckles", (0.16, 0.24), "pastel"),
     ("Sample annulata", "rings", (0.14, 0.20), "complementary"),
 )
+# A made-up tree, so genus and family scores, predict --rollup and the card's taxonomy run offline.
+# The names put every species in one genus (so genus and family accuracy are 1 by construction);
+# two made-up subgenera, line coats and dot coats, give --rollup a rank where it has a choice.
+# No iNaturalist ids: there is no page to link.
+HIGHER = {"kingdom": "Exemplaria", "order": "Sampliformes", "family": "Sampleidae", "genus": "Sample"}
+LINES, DOTS = "Lineosample", "Punctosample"
+TAXA = {
+    name: make(name, None, "species", common, {**HIGHER, "subgenus": subgenus})
+    for name, common, subgenus in (
+        ("Sample striata", "Striped Sample", LINES),
+        ("Sample maculata", "Spotted Sample", DOTS),
+        ("Sample tessellata", "Checked Sample", LINES),
+        ("Sample reticulata", "Netted Sample", LINES),
+        ("Sample punctata", "Speckled Sample", DOTS),
+        ("Sample annulata", "Ringed Sample", LINES),
+    )
+}
 # palette -> ((hue offset, saturation range, value range) of the light colour, same for the dark one)
 PALETTES = {
     "complementary": ((0.0, (0.7, 1.0), (0.75, 1.0)), (0.5, (0.7, 1.0), (0.35, 0.6))),
@@ -184,6 +202,7 @@ def generate(config: SampleSource, seed: int, out_dir: Path) -> list[dict]:
                         "sha256": sha256_of(path),
                         "width": width,
                         "height": height,
+                        **TAXA[name].manifest_fields(),
                     }
                 )
     return rows
