@@ -150,7 +150,7 @@ def test_each_class_links_to_its_inaturalist_page_where_its_id_is_known():
     taxa = [make(CLASSES[0], 12015, "species", "Hermit Thrush", {"genus": "Catharus"}), Taxon(CLASSES[1]),
             *(Taxon(name) for name in CLASSES[2:])]
     scored = {split: {**m, "genus_accuracy": 0.95, "family_accuracy": 0.975} for split, m in METRICS.items()}
-    text = render_model_card(INAT, CLASSES, scored, SUMMARY, LICENSES, taxa)
+    text = render_model_card(INAT, CLASSES, scored, SUMMARY, LICENSES, taxa=taxa)
     assert "[*Catharus guttatus*](https://www.inaturalist.org/taxa/12015) (Hermit Thrush), *Catharus ustulatus*," in text
     assert "genus train 0.950, test 0.950; family train 0.975, test 0.975" in text
     assert "inaturalist.org/taxa" not in card() and "genus train" not in card()  # names only: as before

@@ -37,7 +37,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, load_many
 from ..data.taxonomy import Taxon, rollup_ranks
 from ..data.taxonomy import rollup as roll_up
 from ..errors import UserError
-from ..evaluate.topk import rank_classes, top_k_columns
+from ..evaluate.topk import DIGITS, rank_classes, top_k_columns
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 OUTPUT_FORMATS = ("table", "csv", "json")
@@ -198,7 +198,7 @@ def _rolled_up(frame: pd.DataFrame, probs: np.ndarray, taxa: Sequence[Taxon], th
     frame = frame.copy()
     frame["prediction"] = [UNKNOWN if answer is None else answer for answer in answers]
     frame["rank"] = ranks
-    frame["probability"] = np.asarray(chances, dtype=np.float64).round(_DIGITS)
+    frame["probability"] = np.asarray(chances, dtype=np.float64).round(DIGITS)
     k = (len(frame.columns) - 4) // 2
     return frame[columns(k, rollup=True)]
 
