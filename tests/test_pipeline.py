@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import Repo, copy_repository
+from inat_classifier.data.classnames import read_class_names
 
 pytestmark = pytest.mark.pipeline
 
@@ -57,7 +58,7 @@ def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
     for name in ("train", "val", "test"):  # one row per image of every split, for `inat-classifier compare`
         predictions = pd.read_csv(repo.root / f"metrics/predictions_{name}.csv")
         assert len(predictions) == metrics[name]["images"] and predictions.path.is_unique
-    classes = json.loads((repo.root / "data/subset/classes.json").read_text())
+    classes = read_class_names(repo.root / "data/subset/classes.json")  # objects with their taxonomy
     assert len(classes) == 4 and set(table.class_name) == set(classes)
     card = (repo.root / "reports/MODEL_CARD.md").read_text()
     assert card.startswith("# Model card") and "Not exported yet for this model" in card  # export.json: another's
