@@ -60,6 +60,7 @@ def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
         assert len(predictions) == metrics[name]["images"] and predictions.path.is_unique
     classes = read_class_names(repo.root / "data/subset/classes.json")  # objects with their taxonomy
     assert len(classes) == 4 and set(table.class_name) == set(classes)
+    assert all(metrics[name]["genus_accuracy"] == metrics[name]["family_accuracy"] == 1.0 for name in ("train", "val", "test"))  # one made-up genus
     card = (repo.root / "reports/MODEL_CARD.md").read_text()
     assert card.startswith("# Model card") and "Not exported yet for this model" in card  # export.json: another's
     assert "incorrectly" in (repo.root / "reports/evaluate.md").read_text()
