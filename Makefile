@@ -60,11 +60,12 @@ report: install
 # Two workers, one test file each at a time: the slow pipeline file runs beside the rest.
 # TensorFlow rounds (and has crashed) differently per CPU: every test runs with oneDNN's kernels forced
 # on, as on current servers, then the tests of distribution, params and the pipeline again without
-# them (Eigen's kernels, as on older CPUs), whatever this machine's CPU would pick.
+# them (Eigen's kernels, as on older CPUs), whatever this machine's CPU would pick; checks of DVC's
+# workflow alone (marked `workflow`) do not depend on the kernels and run once.
 NUMERICS_TESTS := tests/test_distribute.py tests/test_params.py tests/test_pipeline.py tests/test_dataset.py
 test: install
 	TF_ENABLE_ONEDNN_OPTS=1 python -m pytest -n 2 --dist loadfile
-	TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -n 2 --dist loadfile $(NUMERICS_TESTS)
+	TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -n 2 --dist loadfile -m "not workflow" $(NUMERICS_TESTS)
 
 # SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run);
 # metrics/export.json is refused for a model other than the one dvc.lock pins. The report stage depends on
@@ -74,10 +75,12 @@ export: install
 	dvc repro report
 
 # Speed at 224 px against the study's ImageDataGenerator (tf-keras, installed without its `tensorflow`
-# requirement: tensorflow-cpu provides it), then the default pipeline's wall time.
+# requirement: tensorflow-cpu provides it), like for like per numerics setting, the levers for
+# fine-tuning the whole base, then the default pipeline's wall time.
 bench: install
 	$(BIN)/python -m pip install --quiet --no-deps "tf-keras==2.21.0"
 	python benchmarks/speed.py
+	python benchmarks/finetune_levers.py
 	python benchmarks/pipeline.py
 	python benchmarks/tfrecord.py
 

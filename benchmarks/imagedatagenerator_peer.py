@@ -31,6 +31,33 @@ class EpochTimes(keras.callbacks.Callback):
         self.seconds.append(round(time.perf_counter() - self.began, 2))
 
 
+def study_flows(subset: Path, size: int, batch_size: int):
+    """The study's generators: augmented training images and plain validation images, read from files."""
+    frames = {name: pd.read_csv(subset / f"{name}.csv") for name in ("train", "val")}
+    # The study's generator settings; EfficientNet rescales 0..255 itself.
+    augmenting = ImageDataGenerator(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
+                                    shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
+                                    brightness_range=[0.8, 1.2], fill_mode="reflect")
+    flow = dict(x_col="path", y_col="class_name", target_size=(size, size), class_mode="sparse",
+                batch_size=batch_size, seed=42)
+    train = augmenting.flow_from_dataframe(frames["train"], shuffle=True, **flow)
+    val = ImageDataGenerator().flow_from_dataframe(frames["val"], shuffle=False, **flow)
+    return train, val
+
+
+def study_model(size: int, classes: int):
+    """EfficientNetB0 (random weights: the cost of ImageNet's), frozen, under a new head; and its base."""
+    base = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg",
+                                             input_shape=(size, size, 3))
+    base.trainable = False
+    inputs = keras.Input((size, size, 3))
+    x = base(inputs, training=False)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs), base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("subset", type=Path)
@@ -40,25 +67,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     args = parser.parse_args()
     keras.utils.set_random_seed(42)
-    frames = {name: pd.read_csv(args.subset / f"{name}.csv") for name in ("train", "val")}
-    # The study's generator settings; EfficientNet rescales 0..255 itself.
-    augmenting = ImageDataGenerator(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
-                                    shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
-                                    brightness_range=[0.8, 1.2], fill_mode="reflect")
-    flow = dict(x_col="path", y_col="class_name", target_size=(args.size, args.size), class_mode="sparse",
-                batch_size=args.batch_size, seed=42)
-    train = augmenting.flow_from_dataframe(frames["train"], shuffle=True, **flow)
-    val = ImageDataGenerator().flow_from_dataframe(frames["val"], shuffle=False, **flow)
-
-    base = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg",
-                                             input_shape=(args.size, args.size, 3))
-    base.trainable = False
-    inputs = keras.Input((args.size, args.size, 3))
-    x = base(inputs, training=False)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.Dropout(0.2)(x)
-    outputs = keras.layers.Dense(len(train.class_indices), activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
+    train, val = study_flows(args.subset, args.size, args.batch_size)
+    model, base = study_model(args.size, len(train.class_indices))
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
     head_times = EpochTimes()
     model.fit(train, validation_data=val, epochs=args.head_epochs, callbacks=[head_times], verbose=2)

@@ -83,8 +83,12 @@ def timed_repro(root: Path) -> tuple[float, dict[str, float]]:
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version()}
+    """The CPU as TensorFlow's kernel choice sees it: its model and whether it multiplies bfloat16 natively."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or re.match("()", "")).group(1).split())
+    return {"cpus": os.cpu_count(), "processor": model.group(1) if model else platform.processor() or platform.machine(),
+            "bfloat16_flags": sorted(flags & {"avx512_bf16", "amx_bf16"}), "python": platform.python_version()}
 
 
 def main() -> None:

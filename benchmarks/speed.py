@@ -11,7 +11,12 @@ values: the same cost, and the same settings `auto` picks for pretrained weights
   phase on cached features, fine-tuning at the defaults and with the whole base unfrozen;
 - wall seconds of `dvc repro` and of each stage;
 - the study's approach (tf-keras ImageDataGenerator reading files every epoch) on the same data,
-  run in its own process, and the ratios the speed issue asks for.
+  run in its own process, and the ratios the speed issue asks for;
+- like for like (benchmarks/like_for_like.py): fine-tuning epochs of both doing the same work, in
+  alternation, per numerics setting: oneDNN as this CPU picks it, with bfloat16 math
+  (`train.cpu_bf16_math`), and oneDNN off (as on CPUs without AVX-512 VNNI/BF16 or AMX).
+
+`--like-for-like-only` skips everything else (a few minutes instead of half an hour).
 """
 
 from __future__ import annotations
@@ -28,9 +33,16 @@ import time
 from pathlib import Path
 
 from pipeline import REPO, copy_repo, machine, repo_env, timed_repro
+from reproducibility import run_stage
 
 SEED_SCALE = ["download.sample.train_images=143", "download.sample.test_images=96"]  # 520 / 349 images
 WEIGHTS = "weights/benchmark.weights.h5"
+# name -> (environment, unfreeze settings): the study's recipe (all) everywhere, the default (top 20) once
+LIKE_FOR_LIKE = {
+    "onednn_as_picked": ({}, ["all", "20"]),
+    "onednn_bf16_math": ({"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}, ["all"]),
+    "onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, ["all"]),
+}
 
 
 def per_second(step, images: int, seconds: float = 4.0, rounds: int = 3) -> float:
@@ -167,12 +179,29 @@ def run_peer(root: Path, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
+def like_for_like(root: Path, rounds: int) -> dict:
+    """One process per numerics setting (oneDNN reads its settings once), each alternating both sides."""
+    results = {}
+    for name, (env, layers) in LIKE_FOR_LIKE.items():
+        command = [sys.executable, str(REPO / "benchmarks" / "like_for_like.py"), "--rounds", str(rounds),
+                   "--weights", WEIGHTS, "--unfreeze", *layers]
+        done = subprocess.run(command, cwd=root, env={**repo_env(), "PYTHONPATH": str(REPO / "src"), **env},
+                              capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(done.stderr[-3000:] + f"\nlike_for_like.py failed ({name}; is tf-keras installed? make bench)")
+        results[name] = json.loads(done.stdout.split("RESULT ", 1)[1])
+        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--head-epochs", type=int, default=20)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--no-peer", action="store_true", help="skip the tf-keras ImageDataGenerator peer")
+    parser.add_argument("--like-for-like-only", action="store_true", help="only the alternating fine-tuning epochs")
+    parser.add_argument("--rounds", type=int, default=2, help="like for like: measured epochs of each side")
     args = parser.parse_args()
     overrides = [*SEED_SCALE, f"data.image_size={args.size}", f"train_head.epochs={args.head_epochs}",
                  f"finetune.epochs={args.finetune_epochs}", f"model.weights={WEIGHTS}"]
@@ -182,11 +211,19 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import keras; keras.applications.EfficientNetB0("
                         f"include_top=False, weights=None, pooling='avg', input_shape=({args.size}, {args.size}, 3))"
                         f".save_weights('{WEIGHTS}')"], cwd=root, env=repo_env(), check=True, capture_output=True)
+        if args.like_for_like_only:
+            for stage in ("download", "subset"):
+                run_stage(root, stage, {**repo_env(), "PYTHONPATH": str(REPO / "src")})
+            print(json.dumps({"benchmark": f"fine-tuning epochs like for like, {args.size} px, seed-scale sample",
+                              "machine": machine(), "settings": {"overrides": overrides},
+                              "like_for_like": like_for_like(root, args.rounds)}, indent=2))
+            return
         total, stages = timed_repro(root)
         evaluated = json.loads((root / "metrics/evaluate.json").read_text())
         peer = None if args.no_peer else run_peer(root, args)
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
             phases = measure_phases(root)
+        matched = like_for_like(root, args.rounds)
     result = {
         "benchmark": "training speed at the study's image size, seed-scale sample",
         "machine": machine(),
@@ -195,6 +232,7 @@ def main() -> None:
         "dvc_repro": {"seconds_total": round(total, 1), "seconds_per_stage": stages,
                       "test_images": evaluated["test"]["images"]},
         "imagedatagenerator_peer": peer,
+        "like_for_like": matched,
     }
     if peer:
         ours = phases["finetune_default"]

@@ -5,6 +5,7 @@ from inat_classifier import stage
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
 
 from inat_classifier.data.classnames import save_beside, subset_taxa
+from inat_classifier.train.augment import build_mixer
 from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
@@ -43,20 +44,23 @@ def main(params: Params) -> None:
                             "rerun train_head (dvc repro)")
         stamp = fingerprint(params, head, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     model = unfreeze(model, unfrozen_layers(config, params.model), trains_batchnorm)
-    train_data = batches(train, data, seed, shuffle=True, augment=params.augment)
+    classes = model.output_shape[-1]
+    mixer = build_mixer(config.mixup, config.cutmix, classes)  # None unless MixUp or CutMix is on
+    train_data = batches(train, data, seed, shuffle=True, augment=params.augment, mix=mixer)
+    val_data = batches(val, data, seed, shuffle=False)
     rate = learning_rate(config, train_data.steps(strategy.num_replicas_in_sync))
     compile_model(model, rate, jit_compile, label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
-                  use_ema=config.use_ema)
+                  use_ema=config.use_ema, soft_labels=mixer is not None)
     fit(
         model,
         train_data,
-        batches(val, data, seed, shuffle=False),
+        val_data.one_hot(classes) if mixer else val_data,
         config.epochs,
         "finetune",
         stamp,
         patience=config.early_stopping_patience,
         first_step=params.train_head.epochs,  # one axis for both phases
-        class_weight=class_weights(config.class_weight, train.labels, model.output_shape[-1]),
+        class_weight=class_weights(config.class_weight, train.labels, classes),
     )
     if trains_batchnorm:
         # Moving statistics lag weights that changed fast; match them to the final weights.

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_image
-from inat_classifier.train.augment import build_augmenter
+from inat_classifier.train.augment import build_augmenter, build_mixer
 from inat_classifier.train.dataset import Split, batches, load_split
 from inat_classifier.errors import DataError
 from inat_classifier.params import Augment, parse_params
@@ -171,3 +171,47 @@ def test_fewer_images_than_replicas_is_a_one_line_error():
     data = batches(tiny_split(1), PARAMS.data, PARAMS.seed, shuffle=False)
     with pytest.raises(DataError, match="1 images cannot give each of 2 replicas one"):
         data.for_replicas(2)
+
+
+def test_randaugment_mixup_and_cutmix_are_keyed_by_seed_epoch_and_batch_like_the_rest():
+    """Keras' layers draw from a variable that advances with each batch; keyed draws replay any epoch."""
+    params = parse_params({"data": {"image_size": 32, "batch_size": 4}, "augment": {"randaugment_ops": 2},
+                           "finetune": {"mixup": 0.4, "cutmix": 1.0}})
+    mixer = build_mixer(params.finetune.mixup, params.finetune.cutmix, 2)
+
+    def mixed(split):
+        return batches(split, params.data, params.seed, shuffle=True, augment=params.augment, mix=mixer)
+
+    ran = mixed(tiny_split())
+    epochs = [collect(ran, epoch) for epoch in range(2)]
+    assert_same(collect(mixed(tiny_split()), 1), epochs[1])  # a fresh pipeline replays epoch 1 alone
+    labels = np.concatenate([y for _, y in epochs[0]])
+    assert labels.shape == (10, 2) and np.allclose(labels.sum(axis=1), 1.0)  # one-hot shares
+    assert ((labels > 0.01) & (labels < 0.99)).any()  # some images are blends of two classes
+    images = np.concatenate([x for x, _ in epochs[0]])
+    assert images.min() >= 0.0 and images.max() <= 255.0
+    without = parse_params({"data": {"image_size": 32, "batch_size": 4}})  # the study's augmentation alone
+    assert not np.array_equal(images, np.concatenate([x for x, _ in collect(training(tiny_split(), without))]))
+
+
+def test_randaugment_alone_augments_and_each_mixer_alone_keeps_every_share_of_the_batch():
+    split = tiny_split()
+    study_off = {"rotation": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0, "horizontal_flip": False,
+                 "brightness": [1, 1]}
+    assert build_augmenter(Augment(**study_off)) is None
+    randaugment = build_augmenter(Augment(**study_off, randaugment_ops=1, randaugment_factor=1.0))
+    outputs = [randaugment(tf.constant(split.pixels), tf.constant([3, batch], tf.int64)).numpy() for batch in range(4)]
+    assert any(not np.array_equal(out, split.pixels.astype(np.float32)) for out in outputs)
+    assert build_mixer(0.0, 0.0, 2) is None
+    pixels = split.pixels.astype(np.float32)
+    own = np.arange(len(pixels))  # one class per image: a row's shares name the two images it took
+    for name, mixer in (("mixup", build_mixer(0.4, 0.0, 10)), ("cutmix", build_mixer(0.0, 1.0, 10))):
+        images, shares = (t.numpy() for t in mixer(tf.constant(pixels), tf.constant(own), tf.constant([3, 1], tf.int64)))
+        assert np.allclose(shares.sum(axis=1), 1.0) and ((shares > 0.01) & (shares < 0.99)).any()
+        for i, row in enumerate(shares):  # the label shares are the shares of the pixels
+            other = np.argsort(row)[-1] if np.argsort(row)[-1] != i else np.argsort(row)[-2]
+            if name == "mixup":
+                np.testing.assert_allclose(images[i], row[i] * pixels[i] + row[other] * pixels[other], atol=1e-3)
+            else:
+                taken = (images[i] != pixels[i]).any(axis=-1).mean()  # random pixels: differing ones are pasted
+                assert taken == pytest.approx(row[other], abs=0.05)

@@ -1,6 +1,8 @@
 """The whole DVC pipeline in a temporary copy of the repository, with tiny settings.
 
 One module-scoped repro serves every check, since each dvc run imports TensorFlow and builds graphs.
+Checks marked ``workflow`` test DVC's side (experiments, plots, the queue), which TensorFlow's numerics
+do not touch: `make test` runs them under one numerics path only.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def test_a_successful_run_logs_no_error_level_lines(repo):
     assert errors == []
 
 
+@pytest.mark.workflow
 def test_dvclive_left_dvc_yaml_alone(repo):
     assert repo.run("git", "diff", "--exit-code", "HEAD~1", "--", "dvc.yaml").returncode == 0
 
@@ -98,6 +101,7 @@ def test_training_is_deterministic_for_a_fixed_seed(repo):
     assert changed == "", f"a forced rerun changed: {changed}"
 
 
+@pytest.mark.workflow
 def test_params_changes_rerun_only_the_stages_that_read_them(repo):
     assert stages_run(repo.dvc("exp", "run", "-S", "finetune.learning_rate=0.003")) == ["finetune", "evaluate", "report"]
     assert stages_run(repo.dvc("exp", "run", "-S", "evaluate.top_k=1")) == ["evaluate", "report"]
@@ -108,11 +112,23 @@ def test_params_changes_rerun_only_the_stages_that_read_them(repo):
     assert stages_run(repo.dvc("exp", "run", "-S", "subset.drop_duplicates=false")) == ["subset", "report"]
     assert (repo.root / "metrics/evaluate.json").read_bytes() == scores
     assert "drop_duplicates: false" in (repo.root / "reports/MODEL_CARD.md").read_text()
-    assert stages_run(repo.dvc("exp", "run", "-S", "subset.num_classes=3")) == [
-        "subset", "train_head", "finetune", "evaluate", "report"]
+    # A data param reaches every later stage through data/subset, which DVC hashes: only subset (and the
+    # card) read it, and once subset has run, the training and scoring stages are out of date.
+    before = {name: (repo.root / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    params = yaml.safe_load(before["params.yaml"])
+    params["subset"]["num_classes"] = 3
+    (repo.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(repo.run("dvc", "status", "--json").stdout)) == {"subset", "report"}
+    assert stages_run(repo.dvc("repro", "--single-item", "subset")) == ["subset"]
     assert len(json.loads((repo.root / "data/subset/classes.json").read_text())) == 3
+    assert set(json.loads(repo.run("dvc", "status", "--json").stdout)) == {"train_head", "finetune", "evaluate", "report"}
+    for name, text in before.items():  # back to the last experiment's workspace, for the tests below
+        (repo.root / name).write_text(text)
+    repo.dvc("checkout")
+    assert "up to date" in repo.dvc("status")
 
 
+@pytest.mark.workflow
 def test_experiments_are_comparable_with_dvc_tools(repo):
     """After `exp run -S finetune.learning_rate=...`: both runs' headline metrics, and both confusion matrices."""
     shown = json.loads(repo.run("dvc", "exp", "show", "--json").stdout)
@@ -135,6 +151,7 @@ def test_experiments_are_comparable_with_dvc_tools(repo):
     assert "worst_test.png" in page  # the gallery is an image plot
 
 
+@pytest.mark.workflow
 def test_a_queued_grid_runs_two_at_a_time_and_dvc_exp_show_lists_it(repo):
     """A sweep as the README shows it: DVC's own grid syntax queues every combination (here 2 x 1), the
     queue runs them with -j 2, exp show lists them. Queued runs see only committed files."""

@@ -10,6 +10,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from inat_classifier.train.augment import build_mixer  # noqa: E402
 from inat_classifier.train.dataset import Split, batches, images_only  # noqa: E402
 from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model  # noqa: E402
 from inat_classifier.train.model import base_of, build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
@@ -187,9 +188,20 @@ def test_the_fingerprint_covers_code_versions_and_device_settings(tmp_path, monk
     with monkeypatch.context() as patch:  # auto precision and XLA resolve differently on a GPU
         patch.setattr(training.tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
         changed["device"] = training.fingerprint(params)
+    with monkeypatch.context() as patch:  # the CPU's numerics: bfloat16 math in oneDNN's kernels
+        patch.setenv("ONEDNN_DEFAULT_FPMATH_MODE", "BF16")
+        changed["numerics"] = training.fingerprint(params)
     assert training.fingerprint(params) == before
     assert all(value != before for value in changed.values()), changed
-    assert len(set(changed.values())) == 3
+    assert len(set(changed.values())) == 4
+
+
+def test_cpu_bf16_math_asks_onednn_for_bfloat16_math_before_the_first_kernel(monkeypatch):
+    monkeypatch.delenv("ONEDNN_DEFAULT_FPMATH_MODE", raising=False)
+    training.use_device(Train())
+    assert "ONEDNN_DEFAULT_FPMATH_MODE" not in training.os.environ
+    training.use_device(Train(cpu_bf16_math=True))
+    assert training.os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] == "BF16"
 
 
 @pytest.mark.parametrize("damage", ["truncated metadata", "broken weights", "weights without metadata history"])
@@ -283,3 +295,20 @@ def test_label_smoothing_weight_decay_and_ema_change_training_as_keras_defines_t
     _, _, ema = trained(use_ema=True)
     moved = np.abs(plain_model.get_layer("dense").bias.numpy()).sum()
     assert moved > 0.1 and np.abs(ema.get_layer("dense").bias.numpy()).sum() < 0.3 * moved
+
+
+def test_mixed_batches_train_on_label_shares_and_still_log_accuracy():
+    """MixUp and CutMix give label shares: the loss is categorical, accuracy the larger share's class."""
+    params = parse_params({"data": {"image_size": 32, "batch_size": 4}, "finetune": {"mixup": 0.4, "label_smoothing": 0.1}})
+    split = structured_split(12)
+    mixer = build_mixer(params.finetune.mixup, params.finetune.cutmix, 3)
+    train = batches(split, params.data, params.seed, shuffle=True, augment=params.augment, mix=mixer)
+    val = batches(split, params.data, params.seed, shuffle=False).one_hot(3)
+    make_deterministic(0)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
+    compile_model(model, 0.01, label_smoothing=0.1, soft_labels=True)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy) and model.loss.label_smoothing == 0.1
+    history = model.fit(train.dataset, validation_data=val.dataset, epochs=2, verbose=0, shuffle=False).history
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(np.isfinite(history["loss"])) and 0.0 <= history["val_accuracy"][-1] <= 1.0

@@ -243,6 +243,8 @@ class Augment(Section):
     horizontal_flip: bool = True
     brightness: tuple[float, float] = (0.8, 1.2)
     fill_mode: FillMode = "reflect"
+    randaugment_ops: OffCount = Field(0, ge=0, le=11, description="Keras' RandAugment: this many of its 11 operations a batch")
+    randaugment_factor: Fraction = Field(0.5, description="RandAugment's strength")
 
     @field_validator("brightness")
     @classmethod
@@ -283,6 +285,9 @@ class Train(Section):
 
     precision: Precision = Field("auto", description="auto: mixed_float16 on a GPU, float32 on a CPU")
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: on a GPU, off on a CPU")
+    cpu_bf16_math: StrictBool = Field(
+        False, description="oneDNN computes float32 convolutions and matrix products in bfloat16 (AMX, AVX512_BF16 CPUs)"
+    )
     distribute: Annotated[Distribute, _off("none")] = Field(
         "none", description="mirrored: every local GPU; multi_worker: the machines in TF_CONFIG (distribute.py)"
     )
@@ -334,6 +339,8 @@ class Finetune(Phase):
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
     )
     early_stopping_patience: OffCount = Field(0, ge=0)
+    mixup: OffFraction = Field(0.0, le=1.0, description="Keras' MixUp alpha: blend pairs of images and their labels")
+    cutmix: OffFraction = Field(0.0, le=1.0, description="Keras' CutMix factor: paste a patch of another image, labels by area")
 
     @field_validator("unfreeze")
     @classmethod

@@ -9,6 +9,8 @@ factors drawn per axis from [1 - zoom, 1 + zoom], brightness a
 factor in [low, high] (PIL's ImageEnhance.Brightness, a multiplication), ``fill_mode`` as scipy's,
 bilinear interpolation, the horizontal flip applied to the transformed image.
 
+Off by default, Keras' own layers add RandAugment (``augment.randaugment_ops``) after that step, and
+MixUp and CutMix (``finetune.mixup``, ``finetune.cutmix``) on whole batches with one-hot labels.
 Random numbers are stateless and keyed by (seed, epoch, batch): any epoch can be replayed alone.
 """
 
@@ -17,22 +19,98 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import keras
 import tensorflow as tf
 
 from ..params import Augment
 
 Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (uint8 batch, [2] int64 seed) -> float32 batch
+# (float32 batch, int labels, [2] int64 seed) -> (float32 batch, float32 one-hot label shares)
+Mixer = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+class KeyedSeeds(keras.random.SeedGenerator):
+    """Seeds for Keras' random layers derived from one batch's key, not from a variable.
+
+    A Keras layer draws from a SeedGenerator whose state advances with every draw, so a batch's
+    augmentation would depend on all the batches before it; here draw n is a function of the key
+    and n alone, and a resumed or replayed epoch sees the batches an uninterrupted run saw.
+    """
+
+    def __init__(self, key: tf.Tensor, stream: int):  # deliberately without the parent's state variable
+        self.key = tf.random.experimental.stateless_fold_in(key, stream)
+        self.draws = 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        self.draws += 1
+        return tf.random.experimental.stateless_fold_in(self.key, self.draws)
+
+
+def _keyed_transform(layer: keras.layers.Layer, images: tf.Tensor, seed: tf.Tensor, stream: int) -> dict:
+    return layer.get_random_transformation(images, training=True, seed=KeyedSeeds(seed, stream))
 
 
 def is_identity(config: Augment) -> bool:
     geometric = (config.rotation, config.width_shift, config.height_shift, config.shear, config.zoom)
-    return not any(geometric) and not config.horizontal_flip and tuple(config.brightness) == (1.0, 1.0)
+    photometric = tuple(config.brightness) != (1.0, 1.0) or config.randaugment_ops
+    return not any(geometric) and not config.horizontal_flip and not photometric
 
 
 def build_augmenter(config: Augment) -> Augmenter | None:
     """A function of a uint8 batch and a seed giving augmented 0..255 float32 images; None when all off."""
     if is_identity(config):
         return None
+    affine = _affine_augmenter(config)
+    if not config.randaugment_ops:
+        return affine
+    randaugment = keras.layers.RandAugment(
+        value_range=(0, 255), num_ops=config.randaugment_ops, factor=config.randaugment_factor, dtype="float32"
+    )
+
+    def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        images = affine(images, seed)
+        if not randaugment.built:
+            randaugment.build(images.shape)
+        # RandAugment's own draw of its operations uses the layer's generator: drawn here from the key.
+        choice = tf.random.stateless_uniform(
+            [randaugment.num_ops], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(randaugment._AUGMENT_LAYERS), tf.int32
+        )
+        transforms = {name: _keyed_transform(getattr(randaugment, name), images, seed, 2 + n)
+                      for n, name in enumerate(randaugment._AUGMENT_LAYERS)}
+        images = randaugment.transform_images(images, {"transforms": transforms, "layer_idxes": choice})
+        return tf.clip_by_value(images, 0.0, 255.0)
+
+    return augment
+
+
+def build_mixer(mixup: float, cutmix: float, num_classes: int) -> Mixer | None:
+    """Keras' MixUp and CutMix over a batch, labels made one-hot first; with both on, a fair coin picks
+    one for each batch (as timm does). None when both are off."""
+    mixers = [keras.layers.MixUp(alpha=mixup, dtype="float32")] if mixup else []
+    if cutmix:
+        mixers.append(keras.layers.CutMix(factor=cutmix, dtype="float32"))
+    if not mixers:
+        return None
+
+    def mix(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        shares = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+
+        def with_layer(layer: keras.layers.Layer) -> Callable[[], tuple[tf.Tensor, tf.Tensor]]:
+            def apply() -> tuple[tf.Tensor, tf.Tensor]:
+                transform = _keyed_transform(layer, images, seed, 100)
+                return layer.transform_images(images, transform), layer.transform_labels(shares, transform)
+            return apply
+
+        if len(mixers) == 1:
+            return with_layer(mixers[0])()
+        heads = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 99)) < 0.5
+        return tf.cond(heads, with_layer(mixers[0]), with_layer(mixers[1]))
+
+    return mix
+
+
+def _affine_augmenter(config: Augment) -> Augmenter:
+    """The study's augmentation: one affine resampling and the brightness factor per image."""
     fill_mode = config.fill_mode
     rotation, shear = math.radians(config.rotation), math.radians(config.shear)
     low, high = config.brightness

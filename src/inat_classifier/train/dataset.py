@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .augment import build_augmenter
+from .augment import Mixer, build_augmenter
 from ..errors import DataError
 from ..data.images import load_many
 from ..layout import DISK_CACHE_DIR, SUBSET_DIR, split_file
@@ -70,6 +70,10 @@ class Batches:
         """Prefetched, with its length declared: Keras then knows an epoch's steps before the first ends."""
         data = data.apply(tf.data.experimental.assert_cardinality(-(-order.count // batch_size)))
         return cls(data.prefetch(tf.data.AUTOTUNE), order.epoch.assign, order.count, batch_size)
+
+    def one_hot(self, num_classes: int) -> "Batches":
+        """The same batches with one-hot labels: validation beside training batches that ``mix``."""
+        return replace(self, dataset=self.dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes))))
 
     def steps(self, replicas: int = 1) -> int:
         """Batches in an epoch as :meth:`for_replicas` serves them."""
@@ -276,11 +280,13 @@ def batches(
     *,
     shuffle: bool,
     augment: Augment | None = None,
+    mix: Mixer | None = None,
     batch_size: int | None = None,
 ) -> Batches:
     """Batches of ``split``; shuffled and augmented per epoch for training, plain and ordered otherwise.
 
     ``augment`` is the params' augment section for training batches; without it the images are plain.
+    ``mix`` (MixUp, CutMix) blends the augmented batch and gives one-hot label shares.
     """
     batch_size = batch_size or data.batch_size
     order = Order.of(len(split), data, seed, shuffle)
@@ -290,12 +296,18 @@ def batches(
         pixels = split.pixels
         stream = epoch_batches(lambda _, rows: pixels[rows], split.labels, pixels.shape[1:], tf.uint8, batch_size, order)
     augmenter = build_augmenter(augment) if augment is not None else None
-    if augmenter is None:
+    if augmenter is None and mix is None:
         stream = stream.map(lambda x, y: (tf.cast(x, tf.float32), y))
     else:  # batch i of epoch e draws from (seed, e, i) alone
         key, epoch = tf.constant(seed, tf.int64), order.epoch
+
+        def randomise(i: tf.Tensor, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            draws = tf.stack([key, epoch * DRAWS_PER_EPOCH + i])
+            images = augmenter(images, draws) if augmenter is not None else tf.cast(images, tf.float32)
+            return mix(images, labels, draws) if mix is not None else (images, labels)
+
         stream = stream.enumerate().map(
-            lambda i, batch: (augmenter(batch[0], tf.stack([key, epoch * DRAWS_PER_EPOCH + i])), batch[1]),
+            lambda i, batch: randomise(i, *batch),
             # Stateless, so parallel batches stay deterministic (GPU). On one thread a parallel map would
             # only be rewritten to a plain one, which logs an error-level line (TensorFlow 2.21).
             num_parallel_calls=tf.data.AUTOTUNE if _gpu() else None,

@@ -50,7 +50,14 @@ def resolve_device(config: Train, gpu: bool) -> tuple[str, bool]:
 
 
 def use_device(config: Train) -> bool:
-    """Set the global precision policy before any model is built; return whether to compile with XLA."""
+    """Set the global precision policy before any model is built; return whether to compile with XLA.
+
+    ``cpu_bf16_math`` sets oneDNN's default floating-point math mode, which it reads when it makes its
+    first kernel: weights and activations stay float32, convolutions and matrix products round their
+    inputs to bfloat16 where the CPU multiplies those natively (measured in docs/speed.md).
+    """
+    if config.cpu_bf16_math:
+        os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
     gpus = tf.config.list_physical_devices("GPU")
     for device in gpus:  # take GPU memory as needed: queued experiments may share one GPU
         tf.config.experimental.set_memory_growth(device, True)
@@ -103,17 +110,25 @@ def compile_model(
     label_smoothing: float = 0.0,
     weight_decay: float = 0.0,
     use_ema: bool = False,
+    soft_labels: bool = False,
 ) -> None:
     """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too.
 
     Adam with ``weight_decay`` is AdamW (Keras decays weights apart from the gradient step); with
-    ``use_ema`` fit ends by writing the average of the weights into the model.
+    ``use_ema`` fit ends by writing the average of the weights into the model. ``soft_labels``: the
+    batches carry label shares (MixUp, CutMix) instead of class numbers.
     """
+    if soft_labels:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")  # against the larger share
+    else:
+        loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy()
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     with model.distribute_strategy.scope():
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None, use_ema=use_ema),
-            loss=SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            loss=loss,
+            metrics=[accuracy],
             jit_compile=jit_compile,
         )
 
@@ -132,7 +147,7 @@ def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None =
     versions, the resolved device settings and the CPU kernels asked for."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     gpus = len(tf.config.list_physical_devices("GPU"))
-    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")]  # CPU kernels
+    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE")]
     digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0), numerics]).encode())
     code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
     stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
