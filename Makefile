@@ -63,9 +63,10 @@ report: install
 # them (Eigen's kernels, as on older CPUs), whatever this machine's CPU would pick; checks of DVC's
 # workflow alone (marked `workflow`) do not depend on the kernels and run once.
 # The slowest file (the pipeline's) is named first, so that it starts at once beside the others.
+SLOWEST_FIRST := tests/test_pipeline.py $(filter-out tests/test_pipeline.py,$(sort $(wildcard tests/test_*.py)))
 NUMERICS_TESTS := tests/test_pipeline.py tests/test_distribute.py tests/test_params.py tests/test_dataset.py
 test: install
-	TF_ENABLE_ONEDNN_OPTS=1 python -m pytest -n 2 --dist loadfile tests/test_pipeline.py tests
+	TF_ENABLE_ONEDNN_OPTS=1 python -m pytest -n 2 --dist loadfile $(SLOWEST_FIRST)
 	TF_ENABLE_ONEDNN_OPTS=0 python -m pytest -n 2 --dist loadfile -m "not workflow" $(NUMERICS_TESTS)
 
 # SavedModel + TFLite, checked against the Keras model (not a DVC stage: SavedModel bytes vary per run);
