@@ -114,7 +114,7 @@ def test_params_changes_rerun_only_the_stages_that_read_them(repo):
     assert "drop_duplicates: false" in (repo.root / "reports/MODEL_CARD.md").read_text()
     # A data param reaches every later stage through data/subset, which DVC hashes: only subset (and the
     # card) read it, and once subset has run, the training and scoring stages are out of date.
-    before = {name: (repo.root / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    before = {name: (repo.root / name).read_text() for name in ("params.yaml", "dvc.lock", "metrics/subset.json")}
     params = yaml.safe_load(before["params.yaml"])
     params["subset"]["num_classes"] = 3
     (repo.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -124,7 +124,7 @@ def test_params_changes_rerun_only_the_stages_that_read_them(repo):
     assert set(json.loads(repo.run("dvc", "status", "--json").stdout)) == {"train_head", "finetune", "evaluate", "report"}
     for name, text in before.items():  # back to the last experiment's workspace, for the tests below
         (repo.root / name).write_text(text)
-    repo.dvc("checkout")
+    repo.dvc("checkout")  # data/subset from the cache; metrics/subset.json, not cached, restored above
     assert "up to date" in repo.dvc("status")
 
 

@@ -27,6 +27,8 @@ from ..params import Augment
 Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (uint8 batch, [2] int64 seed) -> float32 batch
 # (float32 batch, int labels, [2] int64 seed) -> (float32 batch, float32 one-hot label shares)
 Mixer = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+# Streams folded into a batch's key, one per use, so no two uses share draws
+CHOICE_STREAM, RANDAUGMENT_STREAMS, COIN_STREAM, MIX_STREAM = 1, 2, 99, 100  # RandAugment: 2 .. 12
 
 
 class KeyedSeeds(keras.random.SeedGenerator):
@@ -73,9 +75,10 @@ def build_augmenter(config: Augment) -> Augmenter | None:
             randaugment.build(images.shape)
         # RandAugment's own draw of its operations uses the layer's generator: drawn here from the key.
         choice = tf.random.stateless_uniform(
-            [randaugment.num_ops], tf.random.experimental.stateless_fold_in(seed, 1), 0, len(randaugment._AUGMENT_LAYERS), tf.int32
+            [randaugment.num_ops], tf.random.experimental.stateless_fold_in(seed, CHOICE_STREAM), 0,
+            len(randaugment._AUGMENT_LAYERS), tf.int32,
         )
-        transforms = {name: _keyed_transform(getattr(randaugment, name), images, seed, 2 + n)
+        transforms = {name: _keyed_transform(getattr(randaugment, name), images, seed, RANDAUGMENT_STREAMS + n)
                       for n, name in enumerate(randaugment._AUGMENT_LAYERS)}
         images = randaugment.transform_images(images, {"transforms": transforms, "layer_idxes": choice})
         return tf.clip_by_value(images, 0.0, 255.0)
@@ -97,13 +100,13 @@ def build_mixer(mixup: float, cutmix: float, num_classes: int) -> Mixer | None:
 
         def with_layer(layer: keras.layers.Layer) -> Callable[[], tuple[tf.Tensor, tf.Tensor]]:
             def apply() -> tuple[tf.Tensor, tf.Tensor]:
-                transform = _keyed_transform(layer, images, seed, 100)
+                transform = _keyed_transform(layer, images, seed, MIX_STREAM)
                 return layer.transform_images(images, transform), layer.transform_labels(shares, transform)
             return apply
 
         if len(mixers) == 1:
             return with_layer(mixers[0])()
-        heads = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 99)) < 0.5
+        heads = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, COIN_STREAM)) < 0.5
         return tf.cond(heads, with_layer(mixers[0]), with_layer(mixers[1]))
 
     return mix

@@ -118,13 +118,13 @@ def compile_model(
     ``use_ema`` fit ends by writing the average of the weights into the model. ``soft_labels``: the
     batches carry label shares (MixUp, CutMix) instead of class numbers.
     """
-    if soft_labels:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")  # against the larger share
-    else:
-        loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy()
-        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     with model.distribute_strategy.scope():
+        if soft_labels:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+            accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")  # against the larger share
+        else:
+            loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy()
+            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None, use_ema=use_ema),
             loss=loss,
