@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet --no-deps "tf-keras==2.21.0"
 	python benchmarks/speed.py
 	python benchmarks/finetune_levers.py
+	python benchmarks/augment_layers.py
 	python benchmarks/pipeline.py
 	python benchmarks/tfrecord.py
 
