@@ -30,6 +30,19 @@ def test_auto_device_settings_are_mixed_precision_and_xla_on_a_gpu_only():
     assert resolve_device(Train(precision="float32", jit_compile=True), gpu=False) == ("float32", True)
 
 
+def test_the_training_step_is_traced_once_not_again_for_the_optimizer_variables():
+    # Keras creates the optimizer's variables inside the first trace on one device, and TensorFlow then
+    # traces the step again without them: EfficientNetB0's step takes 10-25 s to trace.
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Dense(4)(inputs)))
+    compile_model(model, 1e-2)
+    traces, step = [], model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    model.fit(np.zeros((8, 3), np.float32), np.zeros(8, np.int64), batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1
+    assert model.optimizer.iterations.numpy() == 4
+
+
 def test_balanced_class_weights_are_n_over_classes_times_count():
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2])  # 6, 2 and 4 images
     assert class_weights("none", labels, 3) is None
@@ -247,19 +260,52 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
     from inat_classifier.train import dataset
 
     # The old constant of 256 images at 224 px: over 20 GB, many times the budget.
-    assert 256 * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 > 10 * dataset.STATISTICS_BUDGET
+    assert 256 * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 > 10 * dataset.ACTIVATION_BUDGET
     chosen = dataset.statistics_batch_size(224)
-    assert 8 <= chosen <= 16 and chosen * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 <= dataset.STATISTICS_BUDGET
+    assert 8 <= chosen <= 16 and chosen * dataset.FORWARD_BYTES_PER_PIXEL * 224**2 <= dataset.ACTIVATION_BUDGET
     assert dataset.statistics_batch_size(48) == 256  # small pictures: the eager overhead decides
 
     # A budget 1/20 of what 256 images of 32 px would take: batches of 12, and the pass still works.
-    monkeypatch.setattr(dataset, "STATISTICS_BUDGET", 256 * dataset.FORWARD_BYTES_PER_PIXEL * 32**2 / 20)
+    monkeypatch.setattr(dataset, "ACTIVATION_BUDGET", 256 * dataset.FORWARD_BYTES_PER_PIXEL * 32**2 / 20)
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     split = structured_split(30)
     assert [len(batch) for batch in images_only(split, params.data, params.seed)] == [12, 12, 6]
     model = recalibrated_classifier(params, split)
     features = base_of(model).predict(split.pixels[:4].astype(np.float32), verbose=0)
     assert np.isfinite(features).all() and features.std(axis=0).mean() > 1e-3  # images no longer look alike
+
+
+def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_budget():
+    from inat_classifier.train import dataset
+    from inat_classifier.train.model import trained_share, unfreeze
+    from inat_classifier.train.training import accumulation_steps
+
+    per_image = dataset.FORWARD_BYTES_PER_PIXEL * 224**2
+    assert 32 * per_image > 2 * dataset.ACTIVATION_BUDGET  # a whole batch of 32 would not fit
+    assert accumulation_steps(32, 224, 1.0, gpu=False) == 4 and 8 * per_image <= dataset.ACTIVATION_BUDGET
+    assert accumulation_steps(32, 48, 1.0, gpu=False) == 1  # the offline default: one piece
+    assert accumulation_steps(32, 224, 0.05, gpu=False) == 1  # only the top layers keep activations
+    assert accumulation_steps(32, 224, 1.0, gpu=True) == 1
+    assert accumulation_steps(30, 224, 1.0, gpu=False) == 2  # equal pieces of 15, the most that fit
+    assert accumulation_steps(31, 224, 1.0, gpu=False) == 3  # no divisor near: pieces of 11, 11, 9
+
+    classifier = build_classifier(parse_params({}).model, 3, 32)
+    assert trained_share(unfreeze(classifier, "all", True)) > 0.95  # from the stem convolution up
+    assert 0 < trained_share(unfreeze(classifier, 20, False)) < 0.1
+
+    # Pieces of a batch update once, as the whole batch would (no BatchNormalization here to differ).
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+    y = np.arange(8) % 3
+    whole, pieces = (keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")]) for _ in "ab")
+    pieces.set_weights(whole.get_weights())
+    compile_model(whole, 0.1)
+    compile_model(pieces, 0.1, accumulation=4)
+    whole.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    pieces.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    assert int(pieces.optimizer.iterations) == int(whole.optimizer.iterations) == 2
+    for ours, theirs in zip(pieces.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(whole.get_weights()[0], pieces.get_weights()[0] * 0)  # it trained
 
 
 def test_label_smoothing_weight_decay_and_ema_change_training_as_keras_defines_them():

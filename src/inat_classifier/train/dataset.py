@@ -34,10 +34,11 @@ from ..data.records import Records, open_split, parse
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
 # A training-mode forward pass of EfficientNetB0 holds about this much per input pixel of each image
-# (measured: 103 MB an image at 224 px, benchmarks/memory.py); the BatchNormalization pass keeps to
-# STATISTICS_BUDGET with batches of at most STATISTICS_MOST images.
+# (measured: 103 MB an image at 224 px, benchmarks/memory.py). Every pass that keeps a batch's
+# activations (the BatchNormalization pass, a fine-tuning step on a CPU) keeps to ACTIVATION_BUDGET;
+# the BatchNormalization pass takes batches of at most STATISTICS_MOST images.
 FORWARD_BYTES_PER_PIXEL = 2_100
-STATISTICS_BUDGET = 1.5 * 2**30
+ACTIVATION_BUDGET = 1.5 * 2**30
 STATISTICS_MOST = 256
 DRAWS_PER_EPOCH = 2**20  # room in a seed counter for one epoch's batches
 GROUP_DRAWS = 2**32  # room in a seed counter for the epochs of one group of blocks
@@ -249,13 +250,13 @@ def _threading() -> tf.data.Options:
     may use all the CPU's cores to keep the accelerator fed.
     """
     options = tf.data.Options()
-    if not _gpu():
+    if not has_gpu():
         options.threading.private_threadpool_size = 1
         options.threading.max_intra_op_parallelism = 1
     return options
 
 
-def _gpu() -> bool:
+def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
@@ -310,18 +311,22 @@ def batches(
             lambda i, batch: randomise(i, *batch),
             # Stateless, so parallel batches stay deterministic (GPU). On one thread a parallel map would
             # only be rewritten to a plain one, which logs an error-level line (TensorFlow 2.21).
-            num_parallel_calls=tf.data.AUTOTUNE if _gpu() else None,
+            num_parallel_calls=tf.data.AUTOTUNE if has_gpu() else None,
         )
     return Batches.of(stream, order, batch_size)
 
 
-def statistics_batch_size(image_size: int) -> int:
-    """Images per batch of a training-mode pass that holds at most STATISTICS_BUDGET bytes of activations.
+def images_within_budget(image_size: int, share: float = 1.0) -> int:
+    """Images whose activations fit ACTIVATION_BUDGET; ``share``: the part of the network that keeps them.
 
-    Large batches keep the eager per-call overhead small, but such a pass keeps every layer's output
-    of the whole batch at once: 256 images at 224 px would take about 26 GB.
+    256 images at 224 px would take about 26 GB; a step keeps the activations only of the layers it trains.
     """
-    return max(1, min(STATISTICS_MOST, int(STATISTICS_BUDGET // (FORWARD_BYTES_PER_PIXEL * image_size**2))))
+    return max(1, int(ACTIVATION_BUDGET // (FORWARD_BYTES_PER_PIXEL * image_size**2 * max(share, 1e-3))))
+
+
+def statistics_batch_size(image_size: int) -> int:
+    """Images per batch of the BatchNormalization pass: large batches keep the eager per-call overhead small."""
+    return min(STATISTICS_MOST, images_within_budget(image_size))
 
 
 def images_only(split: Split, data: Data, seed: int) -> tf.data.Dataset:

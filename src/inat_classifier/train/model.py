@@ -114,6 +114,13 @@ def first_unfrozen(layers: list[keras.layers.Layer], top_layers: int | str) -> i
     return starts[0]
 
 
+def trained_share(model: keras.Model) -> float:
+    """The share of the base's layers from its lowest trainable one up: a training step keeps their activations."""
+    layers = base_of(model).layers
+    first = next((i for i, layer in enumerate(layers) if layer.trainable and layer.trainable_weights), len(layers))
+    return (len(layers) - first) / len(layers)
+
+
 def unfrozen_layers(finetune: Finetune, config: ModelParams) -> int | str:
     """``finetune.unfreeze``; ``auto``: the top 20 for pretrained weights, ``all`` of a random base (it must all learn)."""
     if finetune.unfreeze == "auto":

@@ -27,7 +27,7 @@ from dvclive import Live
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..atomic import write_json
-from .dataset import DRAWS_PER_EPOCH, Batches
+from .dataset import DRAWS_PER_EPOCH, Batches, images_within_budget
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
 from .model import moving_statistics
@@ -102,6 +102,21 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+def accumulation_steps(batch_size: int, image_size: int, trained_share: float, gpu: bool) -> int:
+    """In how many pieces a CPU computes each training batch so that a step's activations fit the budget.
+
+    The optimizer sums the pieces' gradients and updates once per batch (Keras'
+    ``gradient_accumulation_steps``), so ``data.batch_size`` keeps its meaning while fine-tuning a
+    whole base at 224 px holds a few GB less (docs/speed.md). A divisor of the batch when one is
+    near, so that the pieces are equal. BatchNormalization layers that train see the pieces. A GPU's
+    memory is not the machine's, and its speed needs large batches: one piece there.
+    """
+    least = -(-batch_size // images_within_budget(image_size, trained_share))
+    if gpu or least <= 1:
+        return 1
+    return next((steps for steps in range(least, 2 * least + 1) if batch_size % steps == 0), least)
+
+
 def compile_model(
     model: keras.Model,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
@@ -111,12 +126,14 @@ def compile_model(
     weight_decay: float = 0.0,
     use_ema: bool = False,
     soft_labels: bool = False,
+    accumulation: int = 1,
 ) -> None:
     """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too.
 
     Adam with ``weight_decay`` is AdamW (Keras decays weights apart from the gradient step); with
     ``use_ema`` fit ends by writing the average of the weights into the model. ``soft_labels``: the
-    batches carry label shares (MixUp, CutMix) instead of class numbers.
+    batches carry label shares (MixUp, CutMix) instead of class numbers. ``accumulation``: batches
+    the optimizer sums the gradients of before it updates (``accumulation_steps``).
     """
     with model.distribute_strategy.scope():
         if soft_labels:
@@ -126,11 +143,17 @@ def compile_model(
             loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy()
             accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None, use_ema=use_ema),
+            optimizer=keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None, use_ema=use_ema,
+                                            gradient_accumulation_steps=accumulation if accumulation > 1 else None),
             loss=loss,
             metrics=[accuracy],
             jit_compile=jit_compile,
         )
+        # Keras builds the optimizer lazily, inside the first trace of the training step on one device:
+        # TensorFlow then traces the whole step a second time, without the variable creation
+        # (EfficientNetB0: 20-25 s of every training stage). Built here, the step is traced once.
+        if model.built:
+            model.optimizer.build(model.trainable_variables)
 
 
 def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
