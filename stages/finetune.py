@@ -6,7 +6,7 @@ stage.validate()  # before the imports below load TensorFlow: a params typo prin
 
 from inat_classifier.data.classnames import save_beside, subset_taxa
 from inat_classifier.train.augment import build_mixer
-from inat_classifier.train.dataset import batches, has_gpu, images_only, load_split
+from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
 from inat_classifier.errors import DataError
@@ -15,14 +15,13 @@ from inat_classifier.train.model import (
     load_model,
     recalibrate_batchnorm,
     save_model,
-    trained_share,
     under_current_policy,
     unfreeze,
     unfrozen_layers,
 )
 from inat_classifier.params import Params
 from inat_classifier.train.training import (
-    accumulation_steps,
+    batch_pieces,
     class_weights,
     compile_model,
     fingerprint,
@@ -49,11 +48,7 @@ def main(params: Params) -> None:
     classes = model.output_shape[-1]
     mixer = build_mixer(config.mixup, config.cutmix, classes)  # None unless MixUp or CutMix is on
     replicas = strategy.num_replicas_in_sync
-    pieces = accumulation_steps(-(-data.batch_size // replicas), data.image_size, trained_share(model), has_gpu())
-    piece = -(-data.batch_size // pieces)
-    if pieces > 1:
-        print(f"finetune: each batch of {data.batch_size} runs as {pieces} pieces of {piece} images, gradients summed "
-              "(a whole step's activations would not fit the memory budget)")
+    pieces, piece = batch_pieces(model, data, replicas)  # on a CPU, pieces whose activations fit the budget
     train_data = batches(train, data, seed, shuffle=True, augment=params.augment, mix=mixer, batch_size=piece)
     val_data = batches(val, data, seed, shuffle=False)
     rate = learning_rate(config, train_data.steps(replicas))  # counts pieces, as Keras' schedule does

@@ -275,7 +275,7 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
     assert np.isfinite(features).all() and features.std(axis=0).mean() > 1e-3  # images no longer look alike
 
 
-def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_budget():
+def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_budget(capsys):
     from inat_classifier.train import dataset
     from inat_classifier.train.model import trained_share, unfreeze
     from inat_classifier.train.training import accumulation_steps
@@ -290,8 +290,16 @@ def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_
     assert accumulation_steps(31, 224, 1.0, gpu=False) == 3  # no divisor near: pieces of 11, 11, 9
 
     classifier = build_classifier(parse_params({}).model, 3, 32)
-    assert trained_share(unfreeze(classifier, "all", True)) > 0.95  # from the stem convolution up
-    assert 0 < trained_share(unfreeze(classifier, 20, False)) < 0.1
+    whole_base = unfreeze(classifier, "all", True)
+    assert trained_share(whole_base) > 0.95  # from the stem convolution up
+    # What the finetune stage asks: the batch's pieces for this model at the data's size, said in one line.
+    assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 224}}).data, 1) == (4, 8)
+    assert "each batch of 32 runs as 4 pieces of 8 images" in capsys.readouterr().out
+    assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 48}}).data, 1) == (1, 32)
+    assert capsys.readouterr().out == ""
+    top_layers = unfreeze(classifier, 20, False)  # the base's layers are shared: whole_base changes too
+    assert 0 < trained_share(top_layers) < 0.1
+    assert training.batch_pieces(top_layers, parse_params({"data": {"image_size": 224}}).data, 1) == (1, 32)
 
     # Pieces of a batch update once, as the whole batch would (no BatchNormalization here to differ).
     x = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)

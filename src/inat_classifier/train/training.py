@@ -27,11 +27,11 @@ from dvclive import Live
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..atomic import write_json
-from .dataset import DRAWS_PER_EPOCH, Batches, images_within_budget
+from .dataset import DRAWS_PER_EPOCH, Batches, has_gpu, images_within_budget
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
-from .model import moving_statistics
-from ..params import Params, Phase, Train
+from .model import moving_statistics, trained_share
+from ..params import Data, Params, Phase, Train
 
 CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
 
@@ -115,6 +115,16 @@ def accumulation_steps(batch_size: int, image_size: int, trained_share: float, g
     if gpu or least <= 1:
         return 1
     return next((steps for steps in range(least, 2 * least + 1) if batch_size % steps == 0), least)
+
+
+def batch_pieces(model: keras.Model, data: Data, replicas: int) -> tuple[int, int]:
+    """(pieces, images a piece) of each training batch of ``model`` on this machine; says so when it splits."""
+    pieces = accumulation_steps(-(-data.batch_size // replicas), data.image_size, trained_share(model), has_gpu())
+    piece = -(-data.batch_size // pieces)
+    if pieces > 1:
+        print(f"each batch of {data.batch_size} runs as {pieces} pieces of {piece} images, gradients summed "
+              "(a whole step's activations would not fit the memory budget)")
+    return pieces, piece
 
 
 def compile_model(
