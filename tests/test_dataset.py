@@ -109,7 +109,7 @@ def test_the_fused_resample_reads_the_pixels_tensorflows_transform_op_would(fill
     assert len(np.unique(out)) > 20  # interpolated, not a flat fill
 
 
-def test_every_pipeline_shards_by_data_and_keeps_to_one_thread_without_a_gpu():
+def test_every_pipeline_shards_by_data_and_keeps_to_one_untuned_thread_without_a_gpu():
     """What tf.distribute needs (each worker keeps its share of every batch) and what the 2-core CPU needs."""
     from inat_classifier.train.features import feature_batches
 
@@ -121,6 +121,7 @@ def test_every_pipeline_shards_by_data_and_keeps_to_one_thread_without_a_gpu():
         options = data.dataset.options()
         assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
         assert options.threading.private_threadpool_size == 1
+        assert options.autotune.enabled is False  # its thread delayed the start of epochs by seconds
 
 
 def test_load_split_skips_unreadable_images_and_reports_them(tmp_path, capsys):

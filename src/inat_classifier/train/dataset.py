@@ -243,16 +243,19 @@ def _options() -> tf.data.Options:
 
 
 def _threading() -> tf.data.Options:
-    """Without a GPU the model needs every core: the pipeline keeps to one thread.
+    """Without a GPU the model needs every core: the pipeline keeps to one thread, untuned.
 
     On 2 cores at 224 px one thread augments over twenty times faster than the model trains (see
-    benchmarks/speed.py); more threads would only compete with the model. With a GPU the pipeline
-    may use all the CPU's cores to keep the accelerator fed.
+    benchmarks/speed.py); more threads would only compete with the model. Autotuning has nothing to
+    tune on one thread, and its thread made every third epoch or so start 3-5 s late: closing an
+    epoch's iterator waited for the tuner to wake (docs/speed.md). With a GPU the pipeline may use
+    all the CPU's cores, tuned, to keep the accelerator fed.
     """
     options = tf.data.Options()
     if not has_gpu():
         options.threading.private_threadpool_size = 1
         options.threading.max_intra_op_parallelism = 1
+        options.autotune.enabled = False
     return options
 
 
