@@ -6,7 +6,10 @@ training amplifies the difference. This runs the whole pipeline (stage scripts, 
 of the working tree for every seed and every numerics path this CPU can imitate, and prints each
 run's accuracies and their mean, standard deviation and range as JSON (docs/reproducibility.md).
 
-    python benchmarks/reproducibility.py [--seeds 42 1 2 3 4] [--set finetune.epochs=16 ...]
+    python benchmarks/reproducibility.py [--seeds 42 1 2 3 4] [--set finetune.epochs=16 ...] [--tta 4]
+
+``--tta N`` scores every trained model once more with ``evaluate.tta: N`` (the evaluate stage alone),
+so one sweep measures whether test-time augmentation narrows the spread.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import REPO, copy_repo
+import yaml
+
+from pipeline import REPO, copy_repo, set_param
 
 # name -> environment: oneDNN forced on (current servers), off (Eigen's kernels), on but AVX2 only (older CPUs)
 NUMERICS = {
@@ -58,7 +63,22 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def measure(seeds: list[int], numerics: list[str], overrides: list[str]) -> dict:
+def scores_with_tta(root: Path, tta: int, env: dict[str, str]) -> dict[str, float]:
+    """Evaluate the trained model again with ``evaluate.tta: tta``; params.yaml is put back afterwards."""
+    params_file = root / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    set_param(params, f"evaluate.tta={tta}")
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        run_stage(root, "evaluate", env)
+    finally:
+        params_file.write_text(original)
+    scores = json.loads((root / "metrics" / "evaluate.json").read_text())
+    return {f"{split}_accuracy_tta{tta}": scores[split]["accuracy"] for split in SPLITS if split in scores}
+
+
+def measure(seeds: list[int], numerics: list[str], overrides: list[str], tta: int | None = None) -> dict:
     """Every seed under every numerics path, in a copy of the working tree per seed."""
     base_env = {key: value for key, value in os.environ.items() if key not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
     base_env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO / "src"))
@@ -74,12 +94,14 @@ def measure(seeds: list[int], numerics: list[str], overrides: list[str]) -> dict
                 run = {"seed": seed, "numerics": name, "seconds": seconds}
                 run.update({f"{split}_accuracy": scores[split]["accuracy"] for split in SPLITS if split in scores})
                 run["test_interval"] = [scores["test"]["accuracy_ci_low"], scores["test"]["accuracy_ci_high"]]
+                if tta:
+                    run.update(scores_with_tta(root, tta, {**base_env, **NUMERICS[name]}))
                 runs.append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src", "stages", "params.yaml"],
                                 cwd=REPO, capture_output=True, text=True).stdout.strip())
-    return {"commit": commit + ("+changes" if dirty else ""), "overrides": overrides, "runs": runs}
+    return {"commit": commit + ("+changes" if dirty else ""), "overrides": overrides, "tta": tta, "runs": runs}
 
 
 def committed_interval() -> list[float]:
@@ -90,18 +112,21 @@ def committed_interval() -> list[float]:
 
 def combine(parts: list[dict]) -> dict:
     """One report of runs made by several invocations (one recipe: same commit and overrides)."""
-    recipes = {(part["commit"], tuple(part["overrides"])) for part in parts}
+    recipes = {(part["commit"], tuple(part["overrides"]), part.get("tta")) for part in parts}
     if len(recipes) > 1:
-        raise SystemExit(f"--combine: the reports come from different recipes (commit, overrides): {sorted(recipes)}")
+        raise SystemExit(f"--combine: the reports come from different recipes (commit, overrides, tta): {sorted(recipes)}")
     runs = [run for part in parts for run in part["runs"]]
     low, high = committed_interval()
     test = [run["test_accuracy"] for run in runs]
+    tta = parts[0].get("tta")
+    with_tta = [run[f"test_accuracy_tta{tta}"] for run in runs if f"test_accuracy_tta{tta}" in run]
     return {
         **parts[0],
         "runs": runs,
         "test_accuracy": summary(test),
         "committed_interval": [low, high],
         "inside_committed_interval": sum(low <= value <= high for value in test),
+        **({f"test_accuracy_tta{tta}": summary(with_tta)} if with_tta else {}),
         "test_accuracy_by_numerics": {
             name: summary([run["test_accuracy"] for run in runs if run["numerics"] == name])
             for name in dict.fromkeys(run["numerics"] for run in runs)
@@ -119,11 +144,12 @@ def main() -> None:
     parser.add_argument("--numerics", nargs="+", choices=list(NUMERICS), default=list(NUMERICS))
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params.yaml overrides for every run, e.g. finetune.epochs=16")
+    parser.add_argument("--tta", type=int, metavar="N", help="also score every model with evaluate.tta: N")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
                         help="run nothing: summarise the runs of earlier reports of this script as one")
     args = parser.parse_args()
     parts = ([json.loads(path.read_text()) for path in args.combine] if args.combine
-             else [measure(args.seeds, args.numerics, args.overrides)])
+             else [measure(args.seeds, args.numerics, args.overrides, args.tta)])
     print(json.dumps(combine(parts), indent=2))
 
 
