@@ -356,7 +356,7 @@ SplitName = Literal["train", "val", "test"]  # layout.SPLITS
 class Evaluate(Section):
     splits: list[SplitName] = Field(default_factory=lambda: list(SPLITS), min_length=1)
     top_k: int = Field(3, ge=1, description="top-k accuracy; 3 is the iNat competition's metric")
-    tta: OffCount = Field(0, ge=0, description="test-time augmentation: average over the plain and tta - 1 augmented views")
+    tta: OffCount = Field(4, ge=0, description="test-time augmentation: average over the plain and tta - 1 augmented views")
 
 
 class Params(Section):
