@@ -126,7 +126,8 @@ def combine(parts: list[dict]) -> dict:
         "test_accuracy": summary(test),
         "committed_interval": [low, high],
         "inside_committed_interval": sum(low <= value <= high for value in test),
-        **({f"test_accuracy_tta{tta}": summary(with_tta)} if with_tta else {}),
+        **({f"test_accuracy_tta{tta}": summary(with_tta),
+            f"inside_committed_interval_tta{tta}": sum(low <= value <= high for value in with_tta)} if with_tta else {}),
         "test_accuracy_by_numerics": {
             name: summary([run["test_accuracy"] for run in runs if run["numerics"] == name])
             for name in dict.fromkeys(run["numerics"] for run in runs)
