@@ -244,7 +244,7 @@ def test_cpu_bf16_math_asks_onednn_for_bfloat16_math_before_the_first_kernel(mon
     assert training.os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] == "BF16"
 
 
-@pytest.mark.parametrize("damage", ["truncated metadata", "broken weights", "weights without metadata history"])
+@pytest.mark.parametrize("damage", ["truncated file", "garbage", "state of another model", "weights without their logs"])
 def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_path, monkeypatch, capsys, damage):
     """A kill or a full disk mid-write once made every rerun fail until checkpoints/ was deleted by hand."""
     monkeypatch.chdir(tmp_path)
@@ -265,16 +265,20 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_pat
     checkpoint = tmp_path / "checkpoints" / "head"
     checkpoint.mkdir(parents=True)
     (checkpoint / "fingerprint").write_text("these settings")
-    if damage == "broken weights":
-        (checkpoint / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    else:  # real weights of another state, loaded before the metadata fails
-        other = head_model(model)
-        other.set_weights([np.full_like(w, 0.5) for w in other.get_weights()])
-        compile_model(other, 1e-3)
-        other.optimizer.build(other.trainable_variables)
-        other.save_weights(checkpoint / "latest.weights.h5")
-        metadata = '{"epoch": 1, "ba' if damage == "truncated metadata" else '{"epoch": 1, "batch": 0}'
-        (checkpoint / "training_metadata.json").write_text(metadata)
+    other = head_model(model)  # real weights of another state: none of them may be kept
+    other.set_weights([np.full_like(w, 0.5) for w in other.get_weights()])
+    compile_model(other, 1e-3)
+    training.write_checkpoint(checkpoint, other, 1)
+    (checkpoint / "history.json").write_text('[{"loss": 1.0}]')
+    state = checkpoint / training.STATE_FILE
+    if damage == "truncated file":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    elif damage == "garbage":
+        state.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    elif damage == "state of another model":
+        training.write_checkpoint(checkpoint, model, 1)
+    else:
+        (checkpoint / "history.json").write_text("[]")
     resumed = train("head")
     assert "checkpoint unreadable" in capsys.readouterr().out
     assert not checkpoint.exists()

@@ -1,7 +1,7 @@
 """What both training stages share: determinism, the device setup, compiling, resumable fitting.
 
 A training stage killed mid-epoch (``kill -9``, a lost machine) resumes from its last completed
-epoch when rerun: Keras' BackupAndRestore keeps weights and optimizer state outside DVC's outputs
+epoch when rerun: ``Resume`` keeps weights and optimizer state outside DVC's outputs
 (DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
 curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
 resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings, inputs,
@@ -221,22 +221,61 @@ def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None =
     return digest.hexdigest()
 
 
-class Resume(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that refuses a stale checkpoint and keeps the per-epoch logs with the weights.
+STATE_FILE = "state.npz"  # in checkpoints/<stage>/, beside "fingerprint" and "history.json"
 
-    Only a worker that ``writes`` (the chief) touches the directory; the others resume from the
-    epoch and the state the chief restored, received from it, so all continue alike even where the
-    checkpoint is on the chief's disk alone.
+
+def training_state(model: keras.Model) -> list:
+    """Every variable a resumed run needs: the model's weights and the optimizer's (built if not yet)."""
+    optimizer = getattr(model, "optimizer", None)  # None, or no attribute at all, before compile
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)  # as fit would before the first step
+    return [*model.weights, *(optimizer.variables if optimizer is not None else [])]
+
+
+def write_checkpoint(directory: Path, model: keras.Model, epochs_done: int) -> None:
+    """One .npz of every variable and the epoch count, replaced whole: a kill mid-write leaves the last one.
+
+    About 0.3 s for EfficientNetB0 with Adam's state; Keras' HDF5 weights file (a group per layer)
+    took 1-1.4 s an epoch (docs/speed.md). No fsync: a power cut that leaves a damaged file only
+    costs a fresh start, as any unreadable checkpoint does.
+    """
+    arrays = {f"v{index}": variable.numpy() for index, variable in enumerate(training_state(model))}
+    partial = directory / f"{STATE_FILE}.partial"
+    with open(partial, "wb") as out:
+        np.savez(out, epochs_done=np.int64(epochs_done), **arrays)
+    os.replace(partial, directory / STATE_FILE)
+
+
+def read_checkpoint(path: Path, variables: list) -> tuple[int, list[np.ndarray]]:
+    """The epoch count and one array per variable, or ValueError/OSError if the file does not fit them."""
+    with np.load(path, allow_pickle=False) as saved:
+        values = [saved[f"v{index}"] for index in range(len(variables))]
+        if len(saved.files) != len(variables) + 1:
+            raise ValueError(f"{len(saved.files) - 1} arrays for {len(variables)} variables")
+        epochs_done = int(saved["epochs_done"])
+    for variable, value in zip(variables, values):
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(f"{variable.path}: shape {tuple(variable.shape)}, saved {value.shape}")
+    return epochs_done, values
+
+
+class Resume(keras.callbacks.Callback):
+    """Keeps the last completed epoch (weights, optimizer state, logs) and resumes after it.
+
+    A checkpoint of other settings is discarded, and so is one that cannot be read whole; nothing is
+    assigned until all of it has been read. Only a worker that ``writes`` (the chief) touches the
+    directory; the others resume from the epoch and the state the chief restored, received from it,
+    so all continue alike even where the checkpoint is on the chief's disk alone.
     """
 
     def __init__(self, directory: Path, stamp: str, writes: bool = True):
-        super().__init__(str(directory), save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
+        super().__init__()
         self.directory, self.stamp, self.writes = Path(directory), stamp, writes
         self.history: list[dict] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.writes:
-            self._restore(logs)
+            self._restore()
         strategy = self.model.distribute_strategy
         if is_multi_worker(strategy):
             start = int(from_chief(strategy, tf.constant(self.model._initial_epoch or 0, tf.int64)))
@@ -244,39 +283,35 @@ class Resume(keras.callbacks.BackupAndRestore):
                 copy_from_chief(strategy, [*self.model.weights, *self.model.optimizer.variables])
                 self.model._initial_epoch = start
 
-    def _restore(self, logs: dict | None) -> None:
-        stamp_file, history_file = self.directory / "fingerprint", self.directory / "history.json"
+    def _restore(self) -> None:
+        stamp_file = self.directory / "fingerprint"
         if self.directory.exists() and not _reads(stamp_file, self.stamp):
             print(f"{self.directory}: checkpoint of other settings, inputs, code or versions, starting afresh")
             shutil.rmtree(self.directory)
-        if self.directory.exists():
-            self._resume(history_file)
+        if (self.directory / STATE_FILE).exists():
+            self._resume()
         start = self.model._initial_epoch or 0
         if start:
             print(f"{self.directory}: resuming after epoch {start}")
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp_file.write_text(self.stamp)
 
-    def _resume(self, history_file: Path) -> None:
-        """Restore the checkpoint, or discard it whole (weights included) if any part cannot be read."""
-        optimizer = self.model.optimizer
-        if optimizer is not None and not optimizer.built and Path(self._weights_path).exists():
-            optimizer.build(self.model.trainable_variables)  # as BackupAndRestore does before loading
-        state = [*self.model.weights, *(optimizer.variables if optimizer is not None and optimizer.built else [])]
-        before = [variable.numpy() for variable in state]
+    def _resume(self) -> None:
+        """Restore the checkpoint, or discard it whole if any part cannot be read."""
         try:
-            super().on_train_begin()
-            start = self.model._initial_epoch or 0
-            self.history = json.loads(history_file.read_text())[:start] if start else []
-            if len(self.history) != start:
-                raise ValueError(f"history.json has {len(self.history)} epochs, the weights {start}")
-        except Exception as exc:  # noqa: BLE001 - truncated JSON, a broken HDF5 file, a missing file...
+            variables = training_state(self.model)
+            start, values = read_checkpoint(self.directory / STATE_FILE, variables)
+            history = json.loads((self.directory / "history.json").read_text())[:start]
+            if len(history) != start:
+                raise ValueError(f"history.json has {len(history)} epochs, the weights {start}")
+        except Exception as exc:  # noqa: BLE001 - truncated JSON, a truncated .npz, a missing file...
             print(f"{self.directory}: checkpoint unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}), "
                   "starting afresh")
-            for variable, value in zip(state, before):
-                variable.assign(value)
-            self.model._initial_epoch, self.history = 0, []
             shutil.rmtree(self.directory)
+            return
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        self.model._initial_epoch, self.history = start, history
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.writes:
@@ -284,11 +319,11 @@ class Resume(keras.callbacks.BackupAndRestore):
         # Logs first, weights second: a kill in between leaves logs for an epoch that is then redone.
         self.history.append({name: round(float(value), 6) for name, value in sorted((logs or {}).items())})
         write_json(self.directory / "history.json", self.history)
-        super().on_epoch_end(epoch, logs)
+        write_checkpoint(self.directory, self.model, epoch + 1)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.writes:
-            super().on_train_end(logs)
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _reads(path: Path, expected: str) -> bool:
