@@ -280,7 +280,7 @@ class Resume(keras.callbacks.Callback):
         if is_multi_worker(strategy):
             start = int(from_chief(strategy, tf.constant(self.model._initial_epoch or 0, tf.int64)))
             if start:
-                copy_from_chief(strategy, [*self.model.weights, *self.model.optimizer.variables])
+                copy_from_chief(strategy, training_state(self.model))
                 self.model._initial_epoch = start
 
     def _restore(self) -> None:
