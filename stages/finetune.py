@@ -15,6 +15,8 @@ from inat_classifier.train.model import (
     load_model,
     recalibrate_batchnorm,
     save_model,
+    set_stochastic_depth,
+    stochastic_depth,
     under_current_policy,
     unfreeze,
     unfrozen_layers,
@@ -45,6 +47,7 @@ def main(params: Params) -> None:
                             "rerun train_head (dvc repro)")
         stamp = fingerprint(params, head, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     model = unfreeze(model, unfrozen_layers(config, params.model), trains_batchnorm)
+    set_stochastic_depth(model, stochastic_depth(config, params.model))
     classes = model.output_shape[-1]
     mixer = build_mixer(config.mixup, config.cutmix, classes)  # None unless MixUp or CutMix is on
     replicas = strategy.num_replicas_in_sync

@@ -16,6 +16,8 @@ from inat_classifier.train.model import (  # noqa: E402
     load_model,
     recalibrate_batchnorm,
     save_model,
+    set_stochastic_depth,
+    stochastic_depth,
     unfreeze,
     unfrozen_layers,
 )
@@ -153,6 +155,32 @@ def test_unfreeze_auto_is_the_keras_examples_top_20_for_pretrained_weights_and_a
     assert unfrozen_layers(params.finetune, params.model) == 20
     params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"unfreeze": 7}})
     assert unfrozen_layers(params.finetune, params.model) == 7
+
+
+def test_stochastic_depth_auto_is_keras_rate_for_pretrained_weights_and_off_for_a_random_base():
+    assert stochastic_depth(parse_params({}).finetune, parse_params({}).model) == 0.0
+    params = parse_params({"model": {"weights": "imagenet"}})
+    assert stochastic_depth(params.finetune, params.model) == 0.2
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"stochastic_depth": 0.1}})
+    assert stochastic_depth(params.finetune, params.model) == 0.1
+
+
+def test_set_stochastic_depth_rebuilds_keras_profile_and_zero_turns_block_dropping_off():
+    def drop_rates(model):
+        return {l.name: l.rate for l in base_of(model).layers if isinstance(l, keras.layers.Dropout)}
+
+    model = build_classifier(ModelParams(), num_classes=2, image_size=SIZE)
+    built = drop_rates(model)  # Keras' own, drop_connect_rate 0.2
+    assert len(built) == 9 and max(built.values()) > 0.15
+    set_stochastic_depth(model, 0.0)
+    assert set(drop_rates(model).values()) == {0.0}
+    x = images(4)
+    base = base_of(model)
+    np.testing.assert_array_equal(base(x, training=True), base(x, training=True))  # nothing dropped at random
+    set_stochastic_depth(model, 0.2)  # from zero back to Keras' profile: rates are set, not scaled
+    assert drop_rates(model) == pytest.approx(built)
+    set_stochastic_depth(model, 0.6)
+    assert not np.array_equal(base(x, training=True), base(x, training=True))
 
 
 def test_unfreeze_by_block_trains_whole_blocks_from_block_n_up():

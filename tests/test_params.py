@@ -59,6 +59,8 @@ def test_every_schema_key_appears_in_params_yaml():
         ({"model": {"weights": "foo"}}, "model.weights: 'foo' is not imagenet, none or a .h5/.keras"),
         ({"finetune": {"unfreeze": 0}}, "finetune.unfreeze"),
         ({"finetune": {"unfreeze": "block8"}}, "finetune.unfreeze: must be 'auto', 'all', a positive number of top layers or block1 .. block7"),
+        ({"finetune": {"stochastic_depth": 1.0}}, "finetune.stochastic_depth: must be 'auto' or a rate from 0 up to"),
+        ({"finetune": {"stochastic_depth": "off"}}, "finetune.stochastic_depth"),
         ({"finetune": {"label_smoothing": 1.0}}, "finetune.label_smoothing: Input should be less than 1"),
         ({"train_head": {"weight_decay": -0.1}}, "train_head.weight_decay: Input should be greater than or equal to 0"),
         ({"finetune": {"use_ema": "yes"}}, "finetune.use_ema: Input should be a valid boolean"),

@@ -338,6 +338,10 @@ class Finetune(Phase):
     batchnorm: BatchNormMode = Field(
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
     )
+    stochastic_depth: float | Literal["auto"] = Field(
+        "auto", description="EfficientNet's drop rate of whole blocks, that of the deepest block (Keras' "
+        "drop_connect_rate); auto: Keras' 0.2 (the study) with pretrained weights, 0 with weights none"
+    )
     early_stopping_patience: OffCount = Field(0, ge=0)
     mixup: OffFraction = Field(0.0, le=1.0, description="Keras' MixUp alpha: blend pairs of images and their labels")
     cutmix: OffFraction = Field(0.0, le=1.0, description="Keras' CutMix factor: paste a patch of another image, labels by area")
@@ -348,6 +352,13 @@ class Finetune(Phase):
         if isinstance(value, int) and value >= 1 or value in ("auto", "all") or re.fullmatch(r"block[1-7]", str(value)):
             return value
         raise ValueError("must be 'auto', 'all', a positive number of top layers or block1 .. block7")
+
+    @field_validator("stochastic_depth")
+    @classmethod
+    def _stochastic_depth(cls, value: float | str) -> float | str:
+        if value == "auto" or not isinstance(value, str) and 0 <= value < 1:
+            return value
+        raise ValueError("must be 'auto' or a rate from 0 up to (not including) 1")
 
 
 SplitName = Literal["train", "val", "test"]  # layout.SPLITS

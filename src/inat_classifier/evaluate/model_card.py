@@ -16,7 +16,7 @@ from ..data.manifest import LICENSE_NAMES
 from .markdown import headline_table, in_split_order
 from ..data.taxonomy import SCORED_RANKS, Taxon, markdown
 from ..params import Params, Phase
-from ..train.model import batchnorm_trains, unfrozen_layers
+from ..train.model import batchnorm_trains, stochastic_depth, unfrozen_layers
 
 EXPORTED = {  # metrics/export.json's formats, as the card names them
     "saved_model": "SavedModel (TF Serving)",
@@ -195,8 +195,8 @@ def _recipe(params: Params) -> str:
         f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {_rate(params.train_head)} "
         f"for {params.train_head.epochs} epochs, batch size {params.data.batch_size}, sparse categorical "
         f"cross-entropy; {_feature_cache(params.train_head.feature_cache)}.",
-        f"3. Fine-tuning: base unfrozen (`{unfrozen_layers(finetune, params.model)}` layers), BatchNormalization layers {bn}; Adam at "
-        f"{_rate(finetune)} for {finetune.epochs} epochs{stopping}.",
+        f"3. Fine-tuning: base unfrozen (`{unfrozen_layers(finetune, params.model)}` layers), BatchNormalization layers {bn}, "
+        f"stochastic depth {stochastic_depth(finetune, params.model):g}; Adam at {_rate(finetune)} for {finetune.epochs} epochs{stopping}.",
         f"4. Augmentation while training: rotation {augment.rotation} degrees, shifts {augment.width_shift} / "
         f"{augment.height_shift}, shear {augment.shear}, zoom {augment.zoom}, horizontal flip "
         f"{'on' if augment.horizontal_flip else 'off'}, brightness {list(augment.brightness)}, fill "

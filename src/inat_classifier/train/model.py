@@ -19,6 +19,7 @@ BASE = "efficientnetb0"
 UNFREEZE_PRETRAINED = 20  # the Keras fine-tuning example's top 20 layers
 HEAD_LAYERS = ("head_bn", "head_dropout", "predictions")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+KERAS_DROP_CONNECT = 0.2  # keras.applications.EfficientNetB0's drop_connect_rate (the study's)
 
 
 def build_base(config: ModelParams, image_size: int) -> keras.Model:
@@ -133,6 +134,32 @@ def batchnorm_trains(finetune: Finetune, config: ModelParams) -> bool:
     if finetune.batchnorm == "auto":
         return not config.pretrained
     return finetune.batchnorm == "train"
+
+
+def stochastic_depth(finetune: Finetune, config: ModelParams) -> float:
+    """``finetune.stochastic_depth``; ``auto``: Keras' rate with pretrained weights, none for a random base.
+
+    Dropping whole blocks regularises a network that already knows features; a random base fine-tuned
+    for a few hundred steps must first learn them, and with the blocks dropped it learnt slowly enough
+    that how far it got depended on the CPU's rounding (docs/reproducibility.md).
+    """
+    if finetune.stochastic_depth == "auto":
+        return KERAS_DROP_CONNECT if config.pretrained else 0.0
+    return finetune.stochastic_depth
+
+
+def set_stochastic_depth(model: keras.Model, rate: float) -> None:
+    """Set the base's block-dropping layers as Keras would build them with ``drop_connect_rate=rate``.
+
+    Keras fixes EfficientNet's rate at 0.2; block b of B (``block<N><x>_``, in order) drops its
+    output with ``rate * b / B`` where the block has a skip connection (``block<N><x>_drop``).
+    """
+    layers = base_of(model).layers
+    blocks = list(dict.fromkeys(m.group(1) for layer in layers if (m := re.match(r"(block\d+[a-z])_", layer.name))))
+    for layer in layers:
+        name = layer.name.removesuffix("_drop")
+        if isinstance(layer, keras.layers.Dropout) and name in blocks:
+            layer.rate = rate * blocks.index(name) / len(blocks)
 
 
 def recalibrate_batchnorm(model: keras.Model, images: Iterable) -> None:
