@@ -287,6 +287,32 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_run_starts_afresh(tmp_pat
         np.testing.assert_array_equal(ours, theirs)
 
 
+def test_a_checkpoint_write_that_dies_midway_leaves_the_last_checkpoint_whole(tmp_path, monkeypatch):
+    """What a kill or a full disk during ``write_checkpoint`` leaves: the previous epoch's file, intact."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    training.write_checkpoint(tmp_path, model, 1)
+    state = tmp_path / training.STATE_FILE
+    before = state.read_bytes()
+
+    def dies_midway(file, **arrays):
+        file.write(before[: len(before) // 2])  # half an archive on disk, then the process is gone
+        raise OSError(28, "No space left on device")
+
+    model.layers[0].kernel.assign(np.ones((3, 2)))
+    with monkeypatch.context() as patch:
+        patch.setattr(training.np, "savez", dies_midway)
+        with pytest.raises(OSError):
+            training.write_checkpoint(tmp_path, model, 2)
+    assert state.read_bytes() == before
+    epochs_done, values = training.read_checkpoint(state, training.training_state(model))
+    assert epochs_done == 1 and not np.array_equal(values[0], np.ones((3, 2)))
+    training.write_checkpoint(tmp_path, model, 2)  # the next epoch's write replaces it and the leftover
+    assert training.read_checkpoint(state, training.training_state(model))[0] == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == [training.STATE_FILE]
+
+
 def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatch):
     from inat_classifier.train import dataset
 
