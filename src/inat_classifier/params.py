@@ -339,8 +339,8 @@ class Finetune(Phase):
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
     )
     stochastic_depth: float | Literal["auto"] = Field(
-        "auto", description="EfficientNet's drop rate of whole blocks, that of the deepest block (Keras' "
-        "drop_connect_rate); auto: Keras' 0.2 (the study) with pretrained weights, 0 with weights none"
+        "auto", description="EfficientNet's rate of skipping whole blocks while training (Keras' drop_connect_rate: "
+        "block b of B at rate x b / B); auto: Keras' 0.2 (the study) with pretrained weights, 0 with weights none"
     )
     early_stopping_patience: OffCount = Field(0, ge=0)
     mixup: OffFraction = Field(0.0, le=1.0, description="Keras' MixUp alpha: blend pairs of images and their labels")
