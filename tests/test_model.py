@@ -163,6 +163,8 @@ def test_stochastic_depth_auto_is_keras_rate_for_pretrained_weights_and_off_for_
     assert stochastic_depth(params.finetune, params.model) == 0.2
     params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"stochastic_depth": 0.1}})
     assert stochastic_depth(params.finetune, params.model) == 0.1
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"stochastic_depth": None}})
+    assert stochastic_depth(params.finetune, params.model) == 0.0  # null: off, as for every key
 
 
 def test_set_stochastic_depth_rebuilds_keras_profile_and_zero_turns_block_dropping_off():

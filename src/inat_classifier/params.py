@@ -338,7 +338,7 @@ class Finetune(Phase):
     batchnorm: BatchNormMode = Field(
         "auto", description="auto: frozen with pretrained weights, trained with weights none"
     )
-    stochastic_depth: float | Literal["auto"] = Field(
+    stochastic_depth: Annotated[float | Literal["auto"], _off(0.0)] = Field(
         "auto", description="EfficientNet's rate of skipping whole blocks while training (Keras' drop_connect_rate: "
         "block b of B at rate x b / B); auto: Keras' 0.2 (the study) with pretrained weights, 0 with weights none"
     )
