@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reproducibility import NUMERICS
+from reproducibility import NUMERICS, without_numerics
 
 
 def gradients(out: Path, image_size: int) -> None:
@@ -65,19 +65,18 @@ def main() -> None:
     if args.child:
         gradients(args.child, args.image_size)
         return
-    env = {key: value for key, value in os.environ.items() if key not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
+    env = {**without_numerics(os.environ), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def in_child(path: Path, numerics: str) -> np.lib.npyio.NpzFile:
+        subprocess.run([sys.executable, __file__, "--image-size", str(args.image_size), "--child", str(path)],
+                       env={**env, **NUMERICS[numerics]}, check=True, capture_output=True)
+        return np.load(path)
+
     with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for name, numerics in NUMERICS.items():
-            files[name] = Path(tmp) / f"{name}.npz"
-            subprocess.run([sys.executable, __file__, "--image-size", str(args.image_size), "--child", str(files[name])],
-                           env={**env, **numerics, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True, capture_output=True)
-        saved = {name: np.load(path) for name, path in files.items()}
+        saved = {name: in_child(Path(tmp) / f"{name}.npz", name) for name in NUMERICS}
         pairs = {f"{a} vs {b}": compare(saved[a], saved[b]) for a, b in itertools.combinations(saved, 2)}
-        rerun = Path(tmp) / "again.npz"  # the same path twice: how far apart is "the same"
-        subprocess.run([sys.executable, __file__, "--image-size", str(args.image_size), "--child", str(rerun)],
-                       env={**env, **NUMERICS["onednn"], "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True, capture_output=True)
-        pairs["onednn vs onednn again"] = compare(saved["onednn"], np.load(rerun))
+        # the same path twice: how far apart "the same" is
+        pairs["onednn vs onednn again"] = compare(saved["onednn"], in_child(Path(tmp) / "again.npz", "onednn"))
     print(json.dumps({"benchmark": "gradients of one batch per numerics path", "image_size": args.image_size,
                       "pairs": pairs}, indent=2))
 

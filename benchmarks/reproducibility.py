@@ -38,6 +38,11 @@ DATA_STAGES, TRAINING_STAGES = ("download", "subset"), ("train_head", "finetune"
 SPLITS = ("train", "val", "test")
 
 
+def without_numerics(env) -> dict[str, str]:
+    """``env`` less the variables NUMERICS sets, so each path gets only its own."""
+    return {key: value for key, value in env.items() if key not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
+
+
 def run_stage(root: Path, stage: str, env: dict[str, str]) -> tuple[float, int]:
     """Run ``stages/<stage>.py``; its wall seconds and peak resident memory (MB, the process's own)."""
     started = time.perf_counter()
@@ -80,8 +85,7 @@ def scores_with_tta(root: Path, tta: int, env: dict[str, str]) -> dict[str, floa
 
 def measure(seeds: list[int], numerics: list[str], overrides: list[str], tta: int | None = None) -> dict:
     """Every seed under every numerics path, in a copy of the working tree per seed."""
-    base_env = {key: value for key, value in os.environ.items() if key not in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}
-    base_env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO / "src"))
+    base_env = {**without_numerics(os.environ), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO / "src")}
     runs = []
     with tempfile.TemporaryDirectory(prefix="reproducibility.") as scratch:
         for seed in seeds:
