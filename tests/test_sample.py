@@ -53,6 +53,14 @@ def test_generation_is_deterministic_byte_for_byte(raw, tmp_path):
     pd.testing.assert_frame_equal(first, second)
 
 
+def test_the_bytes_do_not_depend_on_how_many_threads_draw_them(raw, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # one thread draws every picture in turn
+    fetch(parse_params(SMALL), tmp_path / "raw")
+    serial = read_manifest(tmp_path / "raw")
+    assert serial.drop(columns="path").equals(read_manifest(raw).drop(columns="path"))
+    assert len(set(serial.sha256)) == len(serial)  # and the pictures differ from each other
+
+
 def test_a_different_seed_gives_different_images(raw, tmp_path):
     fetch(parse_params({**SMALL, "seed": 7}), tmp_path / "raw")
     assert set(read_manifest(raw).sha256).isdisjoint(read_manifest(tmp_path / "raw").sha256)
