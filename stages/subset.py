@@ -14,7 +14,6 @@ from inat_classifier.layout import CLASSES_FILE, SUBSET_DIR, SUBSET_METRICS
 from inat_classifier.data.manifest import read_manifest
 from inat_classifier.params import Params
 from inat_classifier.data.taxonomy import from_manifest
-from inat_classifier.data.records import DEFAULT_DIR, write_index, write_split
 from inat_classifier.data.subset import DUPLICATE_COLUMNS, balance_summary, make_subset
 
 
@@ -47,6 +46,8 @@ def write_shards(
     out, splits: dict[str, pd.DataFrame], tfrecord_dir: str, image_size: int, shard_size: int, max_pixels: int
 ) -> None:
     """The splits' shards in ``tfrecord_dir`` (empty: inside ``out``), listed in ``out``'s index."""
+    from inat_classifier.data.records import DEFAULT_DIR, write_index, write_split  # TensorFlow: ~5 s, tfrecord only
+
     directory = tfrecord_dir or DEFAULT_DIR
     location = directory if tfrecord_dir else str(out / DEFAULT_DIR)
     shards = {

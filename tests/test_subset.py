@@ -1,4 +1,7 @@
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -106,3 +109,13 @@ def test_a_photo_copied_from_train_into_test_is_caught_reported_and_dropped_from
     summary = balance_summary(dropped)["duplicates"]
     assert summary == {"exact": 1, "near": 1, "in_val": 0, "in_test": 2, "dropped": 2}
     assert balance_summary(kept)["duplicates"]["dropped"] == 0
+
+
+@pytest.mark.parametrize("stage", ["download", "subset"])
+def test_the_data_stages_do_not_load_tensorflow_for_image_files(stage):
+    """TensorFlow takes about 5 s to import; with data.format: files these stages never use it."""
+    root = Path(__file__).parents[1]
+    code = (f"import runpy, sys; runpy.run_path('stages/{stage}.py', run_name='imported')\n"
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
