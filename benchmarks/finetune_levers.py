@@ -29,8 +29,37 @@ LEVERS = {
     "one_inter_op_thread": ("ours", "float32", False, {"INTER_OP_THREADS": "1"}),
     "onednn_bf16_math": ("ours", "float32", False, {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
     "onednn_off": ("ours", "float32", False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "fused_batchnorm": ("ours", "float32", False, {"FUSED_BATCHNORM": "1"}),
     "study_onednn_off": ("study", "float32", False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
+
+
+def use_fused_batchnorm() -> None:
+    """Keras 3 normalises with separate TensorFlow ops (moments, then scale and shift); try one fused op.
+
+    A probe only: the layers keep Keras' class and variables; in training mode the moving statistics
+    take the population variance, as Keras'.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras_call = keras.layers.BatchNormalization.call
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3) or inputs.dtype != tf.float32:
+            return keras_call(self, inputs, training, mask)
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)[:3]
+            count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
+            variance = variance * (count - 1) / count
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1 - self.momentum))
+            return outputs
+        return tf.compat.v1.nn.fused_batch_norm(inputs, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                                                epsilon=self.epsilon, is_training=False)[0]
+
+    keras.layers.BatchNormalization.call = call
 
 
 def measure(side: str, precision: str, xla: bool, size: int, rounds: int) -> dict:
@@ -43,6 +72,9 @@ def measure(side: str, precision: str, xla: bool, size: int, rounds: int) -> dic
     images, labels = rng.uniform(0, 255, (32, size, size, 3)).astype("float32"), rng.integers(0, 4, 32)
     if side == "ours":
         import keras
+
+        if os.environ.get("FUSED_BATCHNORM"):
+            use_fused_batchnorm()
 
         from inat_classifier.params import ModelParams
         from inat_classifier.train.model import build_classifier, unfreeze
