@@ -8,7 +8,7 @@ from sklearn.model_selection import cross_val_score
 from conftest import fetch
 from inat_classifier.data.manifest import COLUMNS, read_manifest
 from inat_classifier.params import SampleSource, parse_params
-from inat_classifier.data.sources.sample import class_counts
+from inat_classifier.data.sources.sample import _pattern, class_counts
 
 SMALL = {"download": {"sample": {"train_images": 12, "test_images": 6, "min_side": 40, "max_side": 80}}}
 
@@ -99,3 +99,11 @@ def test_every_grey_coat_keeps_its_pattern_visible_though_some_colour_pairs_shar
             assert grey_light[0] - grey_dark[0] >= GREY_CONTRAST - 1e-9, (palette, i)
             assert 0 <= grey_dark.min() and grey_light.max() <= 255
     assert min(raw_gaps) < GREY_CONTRAST / 4  # what the grey pictures looked like before
+
+
+def test_the_net_is_drawn_in_lines_a_third_of_its_period_wide():
+    """Thinner lines blurred into stripes at 48 px, and some runs never told the two classes apart."""
+    y, x = np.mgrid[0:600, 0:600].astype(np.float32)
+    net = _pattern("net", x, y, 30.0, np.random.default_rng(0))
+    assert abs(net[15].mean() - 1 / 3) < 0.02  # a row between two lines crosses those of the other direction
+    assert abs(net.mean() - (1 - (2 / 3) ** 2)) < 0.02  # both directions: 5/9 of the coat
