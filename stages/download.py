@@ -9,7 +9,7 @@ from inat_classifier.data.sources import download
 
 
 def main(params: Params) -> None:
-    download(params.download, params.seed, params.data.max_pixels)
+    download(params.download, params.data.max_pixels)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ def write_image(path: Path, size=(40, 30), mode="RGB", seed=0, fmt=None) -> Path
 
 
 def fetch(params, *args, **kwargs) -> None:
-    """The download stage's call for a test's params: its section, the seed and the pixel cap."""
+    """The download stage's call for a test's params: its section and the pixel cap."""
     from inat_classifier.data.sources import download
 
-    download(params.download, params.seed, params.data.max_pixels, *args, **kwargs)
+    download(params.download, params.data.max_pixels, *args, **kwargs)
 
 
 @pytest.fixture

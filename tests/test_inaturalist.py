@@ -322,7 +322,7 @@ from inat_classifier.params import parse_params
 from inat_classifier.data.sources import download
 settings = HttpSettings(timeout=(2.0, 30.0), backoff=0.01, trust_env=False, sleep=lambda s: None)
 params = parse_params(json.loads(sys.argv[1]))
-download(params.download, params.seed, params.data.max_pixels, Path(sys.argv[2]), cache_dir=Path(sys.argv[3]), http=settings)
+download(params.download, params.data.max_pixels, Path(sys.argv[2]), cache_dir=Path(sys.argv[3]), http=settings)
 """
 
 

@@ -61,9 +61,12 @@ def test_the_bytes_do_not_depend_on_how_many_threads_draw_them(raw, tmp_path, mo
     assert len(set(serial.sha256)) == len(serial)  # and the pictures differ from each other
 
 
-def test_a_different_seed_gives_different_images(raw, tmp_path):
-    fetch(parse_params({**SMALL, "seed": 7}), tmp_path / "raw")
-    assert set(read_manifest(raw).sha256).isdisjoint(read_manifest(tmp_path / "raw").sha256)
+def test_the_sample_seed_draws_other_pictures_and_the_training_seed_none(raw, tmp_path):
+    other = {"download": {"sample": {**SMALL["download"]["sample"], "seed": 7}}}
+    fetch(parse_params(other), tmp_path / "other")
+    assert set(read_manifest(raw).sha256).isdisjoint(read_manifest(tmp_path / "other").sha256)
+    fetch(parse_params({**SMALL, "seed": 7}), tmp_path / "same")  # runs of several seeds score the same photos
+    assert list(read_manifest(raw).sha256) == list(read_manifest(tmp_path / "same").sha256)
 
 
 def test_mean_colour_alone_does_not_tell_the_classes_apart(tmp_path):

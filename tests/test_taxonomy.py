@@ -107,7 +107,7 @@ def test_competition_categories_2018_fields_and_2017_names():
 
 def test_the_sample_has_a_made_up_taxonomy_in_its_manifest(tmp_path):
     config = parse_params({"download": {"sample": {"classes": 3, "train_images": 4, "test_images": 3}}}).download.sample
-    rows = sample.generate(config, 0, tmp_path)
+    rows = sample.generate(config, tmp_path)
     taxa = from_manifest(pd.DataFrame(rows).astype(str), ["Sample striata", "Sample maculata"])
     assert [t.at("genus") for t in taxa] == ["Sample", "Sample"]
     assert [t.at("subgenus") for t in taxa] == ["Lineosample", "Punctosample"]

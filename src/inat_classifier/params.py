@@ -51,6 +51,9 @@ class SampleSource(Section):
     min_side: int = Field(80, ge=32)
     max_side: int = Field(160, ge=32)
     grayscale_fraction: Fraction = 0.1
+    # The pictures' own seed, not the top-level one: like real photos, the sample stays put when
+    # `seed` changes, so runs of several seeds differ by training alone and score the same photos.
+    seed: StrictInt = Field(42, ge=0, lt=2**31)
 
     @model_validator(mode="after")
     def _sides(self) -> "SampleSource":

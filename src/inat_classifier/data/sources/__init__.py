@@ -14,7 +14,6 @@ from . import archive, folder, inaturalist, sample
 
 def download(
     config: Download,
-    seed: int,
     max_pixels: int,
     raw_dir: Path = RAW_DIR,
     cache_dir: Path = DOWNLOAD_DIR,
@@ -22,14 +21,14 @@ def download(
 ) -> None:
     """Build ``raw_dir`` from the configured source; it appears only once it is complete.
 
-    ``seed`` makes the offline sample; a photo over ``max_pixels`` (``data.max_pixels``) is skipped.
+    A photo over ``max_pixels`` (``data.max_pixels``) is skipped.
     """
     source = config.source
     with atomic_dir(raw_dir) as tmp:
         in_place = False  # the folder source's rows point at the folder itself
         skipped: list[str] = []
         if source == "sample":
-            rows = sample.generate(config.sample, seed, tmp)
+            rows = sample.generate(config.sample, tmp)
         elif source == "inaturalist":
             rows, skipped = inaturalist.collect(config.inaturalist, tmp, max_pixels, cache_dir, http)
         elif source == "archive":

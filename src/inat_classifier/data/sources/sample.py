@@ -7,7 +7,7 @@ random hue. Size, position and hue say nothing about the class and mean colour l
 it a weak cue), so a model has to learn pattern and colour relations; a randomly initialised
 EfficientNetB0 learns them partly within a few minutes of CPU time (see README).
 Like the study's data, the test year has a class the train year lacks and classes differ in counts.
-Everything derives from ``seed``, so the bytes of every JPEG are the same on every run.
+Everything derives from ``download.sample.seed``, so the bytes of every JPEG are the same on every run.
 """
 
 from __future__ import annotations
@@ -181,10 +181,10 @@ def render(
     return np.clip(picture, 0, 255).astype(np.uint8)
 
 
-def _picture(config: SampleSource, seed: int, out_dir: Path, job: tuple[int, str, int, str, int]) -> dict:
+def _picture(config: SampleSource, out_dir: Path, job: tuple[int, str, int, str, int]) -> dict:
     """Draw, write and describe one picture; its own generator makes it independent of the others."""
     split_index, split, class_index, name, i = job
-    rng = np.random.default_rng([seed, split_index, class_index, i])
+    rng = np.random.default_rng([config.seed, split_index, class_index, i])
     width, height = (int(s) for s in rng.integers(config.min_side, config.max_side + 1, 2))
     grey = bool(rng.random() < config.grayscale_fraction)
     _, kind, scale, palette = next(species for species in SPECIES if species[0] == name)
@@ -207,7 +207,7 @@ def _picture(config: SampleSource, seed: int, out_dir: Path, job: tuple[int, str
     }
 
 
-def generate(config: SampleSource, seed: int, out_dir: Path) -> list[dict]:
+def generate(config: SampleSource, out_dir: Path) -> list[dict]:
     """Write the JPEGs under ``out_dir/<split>/<class>/``; manifest rows with paths relative to it.
 
     Pictures are drawn in threads, one per CPU (NumPy and Pillow release the GIL for most of the
@@ -219,4 +219,4 @@ def generate(config: SampleSource, seed: int, out_dir: Path) -> list[dict]:
             (out_dir / split / name).mkdir(parents=True, exist_ok=True)
             jobs += [(split_index, split, class_index, name, i) for i in range(count)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(pool.map(partial(_picture, config, seed, out_dir), jobs))
+        return list(pool.map(partial(_picture, config, out_dir), jobs))
