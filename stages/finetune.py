@@ -3,6 +3,7 @@
 from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+stage.choose_cpu_kernels()  # train.onednn: TensorFlow reads it once, when it loads
 
 from inat_classifier.data.classnames import save_beside, subset_taxa
 from inat_classifier.train.augment import build_mixer

@@ -3,6 +3,7 @@
 from inat_classifier import stage
 
 stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+stage.choose_cpu_kernels()  # train.onednn: TensorFlow reads it once, when it loads
 
 from inat_classifier.data.classnames import subset_classes
 from inat_classifier.train.dataset import batches, images_only, load_split

@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port  # whether oneDNN is on: TensorFlow has no public call
 from dvclive import Live
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -64,7 +65,8 @@ def use_device(config: Train) -> bool:
     precision, jit_compile = resolve_device(config, bool(gpus))
     keras.mixed_precision.set_global_policy(precision)
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
-    print(f"device: {where}, precision {precision}, XLA {'on' if jit_compile else 'off'}")
+    kernels = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"  # train.onednn, or TensorFlow's choice
+    print(f"device: {where}, precision {precision}, XLA {'on' if jit_compile else 'off'}, CPU kernels {kernels}")
     return jit_compile
 
 
