@@ -7,6 +7,9 @@ Both sides train the same images (data/subset's train split, validating on its v
 data.image_size, batch data.batch_size, with the same layers trainable and BatchNormalization in
 inference mode (this project's ``batchnorm: frozen``, the study's ``base(inputs, training=False)``;
 the study's code also trains BatchNormalization's scale and offset, which this project freezes).
+This project's side splits each batch into pieces as its finetune stage does on a CPU (gradients
+summed, one update a batch: at 224 px with the whole base, 4 pieces of 8 within the memory budget);
+the study's takes each batch whole, whatever the memory.
 The study's side is its code as written: Keras 2 (tf-keras) ``ImageDataGenerator`` with its
 augmentation, reading and decoding the files every epoch. Round 0 of each side builds the graphs
 and is reported apart; then the sides alternate, one epoch each, so that a busy spell of a shared
@@ -42,7 +45,7 @@ def ours(layers: str, weights: str | None) -> tuple:
     from inat_classifier.params import load_params
     from inat_classifier.train.dataset import batches, load_split
     from inat_classifier.train.model import build_classifier, unfreeze
-    from inat_classifier.train.training import EpochData, compile_model, use_device
+    from inat_classifier.train.training import EpochData, batch_pieces, compile_model, use_device
 
     params = load_params()
     if weights:
@@ -51,15 +54,16 @@ def ours(layers: str, weights: str | None) -> tuple:
     train, val = load_split("train", params.data), load_split("val", params.data)
     model = build_classifier(params.model, len(subset_classes()), params.data.image_size)
     model = unfreeze(model, "all" if layers == "all" else int(layers), batchnorm_trains=False)
-    compile_model(model, 1e-4)
-    train_batches = batches(train, params.data, params.seed, shuffle=True, augment=params.augment)
+    pieces, piece = batch_pieces(model, params.data, 1)  # as the finetune stage splits a batch on a CPU
+    compile_model(model, 1e-4, accumulation=pieces)
+    train_batches = batches(train, params.data, params.seed, shuffle=True, augment=params.augment, batch_size=piece)
     val_batches = batches(val, params.data, params.seed, shuffle=False)
 
     def epoch(number: int) -> float:
         return timed(lambda: model.fit(train_batches.dataset, validation_data=val_batches.dataset, initial_epoch=number,
                                        epochs=number + 1, callbacks=[EpochData(train_batches)], verbose=0, shuffle=False))
 
-    return epoch, len(train), len(model.trainable_weights)
+    return epoch, len(train), len(model.trainable_weights), pieces
 
 
 def theirs(layers: str, size: int, batch_size: int) -> tuple:
@@ -80,7 +84,7 @@ def theirs(layers: str, size: int, batch_size: int) -> tuple:
     def epoch(number: int) -> float:
         return timed(lambda: model.fit(train, validation_data=val, initial_epoch=number, epochs=number + 1, verbose=0))
 
-    return epoch, train.samples, len(model.trainable_weights)
+    return epoch, train.samples, len(model.trainable_weights), 1
 
 
 def compare(layers: str, rounds: int, weights: str | None) -> dict:
@@ -93,7 +97,8 @@ def compare(layers: str, rounds: int, weights: str | None) -> dict:
     for number in range(1, rounds + 1):
         for name, side in sides.items():
             seconds[name].append(round(side[0](number), 1))
-    out = {name: {"train_images": side[1], "trainable_weights": side[2], "first_epoch_seconds": first[name],
+    out = {name: {"train_images": side[1], "trainable_weights": side[2], "pieces_per_batch": side[3],
+                  "first_epoch_seconds": first[name],
                   "epoch_seconds": seconds[name], "median_epoch_seconds": statistics.median(seconds[name])}
            for name, side in sides.items()}
     ratios = [theirs_ / ours_ for ours_, theirs_ in zip(seconds["ours"], seconds["study"])]
