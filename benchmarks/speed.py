@@ -16,7 +16,8 @@ values: the same cost, and the same settings `auto` picks for pretrained weights
   alternation, per numerics setting: oneDNN as this CPU picks it, with bfloat16 math
   (`train.cpu_bf16_math`), and oneDNN off (as on CPUs without AVX-512 VNNI/BF16 or AMX).
 
-`--like-for-like-only` skips everything else (a few minutes instead of half an hour).
+`--like-for-like-only` skips everything else (a few minutes instead of half an hour); `--settings`
+names the numerics settings to time.
 """
 
 from __future__ import annotations
@@ -179,10 +180,11 @@ def run_peer(root: Path, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
-def like_for_like(root: Path, rounds: int) -> dict:
+def like_for_like(root: Path, rounds: int, settings: list[str] | tuple[str, ...] = tuple(LIKE_FOR_LIKE)) -> dict:
     """One process per numerics setting (oneDNN reads its settings once), each alternating both sides."""
     results = {}
-    for name, (env, layers) in LIKE_FOR_LIKE.items():
+    for name in settings:
+        env, layers = LIKE_FOR_LIKE[name]
         command = [sys.executable, str(REPO / "benchmarks" / "like_for_like.py"), "--rounds", str(rounds),
                    "--weights", WEIGHTS, "--unfreeze", *layers]
         done = subprocess.run(command, cwd=root, env={**repo_env(), "PYTHONPATH": str(REPO / "src"), **env},
@@ -202,6 +204,8 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the tf-keras ImageDataGenerator peer")
     parser.add_argument("--like-for-like-only", action="store_true", help="only the alternating fine-tuning epochs")
     parser.add_argument("--rounds", type=int, default=2, help="like for like: measured epochs of each side")
+    parser.add_argument("--settings", nargs="+", choices=list(LIKE_FOR_LIKE), default=list(LIKE_FOR_LIKE),
+                        help="like for like: these numerics settings only")
     args = parser.parse_args()
     overrides = [*SEED_SCALE, f"data.image_size={args.size}", f"train_head.epochs={args.head_epochs}",
                  f"finetune.epochs={args.finetune_epochs}", f"model.weights={WEIGHTS}"]
@@ -216,14 +220,14 @@ def main() -> None:
                 run_stage(root, stage, {**repo_env(), "PYTHONPATH": str(REPO / "src")})
             print(json.dumps({"benchmark": f"fine-tuning epochs like for like, {args.size} px, seed-scale sample",
                               "machine": machine(), "settings": {"overrides": overrides},
-                              "like_for_like": like_for_like(root, args.rounds)}, indent=2))
+                              "like_for_like": like_for_like(root, args.rounds, args.settings)}, indent=2))
             return
         total, stages = timed_repro(root)
         evaluated = json.loads((root / "metrics/evaluate.json").read_text())
         peer = None if args.no_peer else run_peer(root, args)
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
             phases = measure_phases(root)
-        matched = like_for_like(root, args.rounds)
+        matched = like_for_like(root, args.rounds, args.settings)
     result = {
         "benchmark": "training speed at the study's image size, seed-scale sample",
         "machine": machine(),
