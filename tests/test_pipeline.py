@@ -8,6 +8,7 @@ do not touch: `make test` runs them under one numerics path only.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -73,6 +74,12 @@ def test_repro_runs_every_stage_and_writes_the_contract_outputs(repo):
         assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(logged)
         assert logged["step"] == first_step[phase] + TINY[phase]["epochs"] - 1
     assert not (repo.root / "checkpoints" / "finetune").exists()  # removed when a stage completes
+
+
+def test_the_training_stages_say_which_cpu_kernels_they_run(repo):
+    """Forced by TF_ENABLE_ONEDNN_OPTS (as make test runs them), else train.onednn: auto, Eigen's at 32 px."""
+    kernels = "oneDNN" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "Eigen"
+    assert repo.first_output.count(f"CPU kernels {kernels}") == 2  # train_head and finetune
 
 
 def test_a_successful_run_logs_no_error_level_lines(repo):
