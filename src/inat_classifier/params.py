@@ -336,7 +336,7 @@ BatchNormMode = Literal["auto", "frozen", "train"]
 
 class Finetune(Phase):
     epochs: OffCount = Field(30, ge=0)
-    learning_rate: PositiveFloat = 3e-3
+    learning_rate: PositiveFloat = 5e-3
     schedule: Schedule = "cosine"
     unfreeze: int | str = Field(
         "auto", description="auto: the top 20 layers with pretrained weights, all with weights none; "
