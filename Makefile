@@ -78,11 +78,12 @@ export: install
 
 # Speed at 224 px against the study's ImageDataGenerator (tf-keras, installed without its `tensorflow`
 # requirement: tensorflow-cpu provides it), like for like per numerics setting, the levers for
-# fine-tuning the whole base, then the default pipeline's wall time.
+# fine-tuning the whole base and the memory of its steps, then the default pipeline's wall time.
 bench: install
 	$(BIN)/python -m pip install --quiet --no-deps "tf-keras==2.21.0"
 	python benchmarks/speed.py
 	python benchmarks/finetune_levers.py
+	python benchmarks/step_memory.py
 	python benchmarks/augment_layers.py
 	python benchmarks/pipeline.py
 	python benchmarks/tfrecord.py

@@ -337,21 +337,21 @@ def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_
     from inat_classifier.train.model import trained_share, unfreeze
     from inat_classifier.train.training import accumulation_steps
 
-    per_image = dataset.FORWARD_BYTES_PER_PIXEL * 224**2
-    assert 32 * per_image > 2 * dataset.ACTIVATION_BUDGET  # a whole batch of 32 would not fit
-    assert accumulation_steps(32, 224, 1.0, gpu=False) == 4 and 8 * per_image <= dataset.ACTIVATION_BUDGET
+    per_image = dataset.STEP_BYTES_PER_PIXEL * 224**2
+    assert 32 * per_image > dataset.ACTIVATION_BUDGET  # a whole batch of 32 would not fit
+    assert accumulation_steps(32, 224, 1.0, gpu=False) == 2 and 16 * per_image <= dataset.ACTIVATION_BUDGET
     assert accumulation_steps(32, 48, 1.0, gpu=False) == 1  # the offline default: one piece
     assert accumulation_steps(32, 224, 0.05, gpu=False) == 1  # only the top layers keep activations
     assert accumulation_steps(32, 224, 1.0, gpu=True) == 1
-    assert accumulation_steps(30, 224, 1.0, gpu=False) == 2  # equal pieces of 15, the most that fit
-    assert accumulation_steps(31, 224, 1.0, gpu=False) == 3  # no divisor near: pieces of 11, 11, 9
+    assert accumulation_steps(64, 224, 1.0, gpu=False) == 4  # equal pieces of 16, the most that fit
+    assert accumulation_steps(47, 224, 1.0, gpu=False) == 3  # no divisor near: pieces of 16, 16, 15
 
     classifier = build_classifier(parse_params({}).model, 3, 32)
     whole_base = unfreeze(classifier, "all", True)
     assert trained_share(whole_base) > 0.95  # from the stem convolution up
     # What the finetune stage asks: the batch's pieces for this model at the data's size, said in one line.
-    assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 224}}).data, 1) == (4, 8)
-    assert "each batch of 32 runs as 4 pieces of 8 images" in capsys.readouterr().out
+    assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 224}}).data, 1) == (2, 16)
+    assert "each batch of 32 runs as 2 pieces of 16 images" in capsys.readouterr().out
     assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 48}}).data, 1) == (1, 32)
     assert capsys.readouterr().out == ""
     top_layers = unfreeze(classifier, 20, False)  # the base's layers are shared: whole_base changes too

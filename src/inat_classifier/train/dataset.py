@@ -33,11 +33,14 @@ from ..params import Augment, Data
 from ..data.records import Records, open_split, parse
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
-# A training-mode forward pass of EfficientNetB0 holds about this much per input pixel of each image
-# (measured: 103 MB an image at 224 px, benchmarks/memory.py). Every pass that keeps a batch's
-# activations (the BatchNormalization pass, a fine-tuning step on a CPU) keeps to ACTIVATION_BUDGET;
-# the BatchNormalization pass takes batches of at most STATISTICS_MOST images.
+# Every pass that keeps a batch's activations (the BatchNormalization pass, a fine-tuning step on a
+# CPU) keeps to ACTIVATION_BUDGET, at these bytes per input pixel of each image. The eager
+# training-mode forward pass of the BatchNormalization pass: 103 MB an image at 224 px
+# (benchmarks/memory.py); a compiled fine-tuning step of the whole base: 60-70 MB for each more
+# image in a piece, BatchNormalization frozen or training (benchmarks/step_memory.py, two runs), so
+# 75 MB. The BatchNormalization pass takes batches of at most STATISTICS_MOST images.
 FORWARD_BYTES_PER_PIXEL = 2_100
+STEP_BYTES_PER_PIXEL = 1_500
 ACTIVATION_BUDGET = 1.5 * 2**30
 STATISTICS_MOST = 256
 DRAWS_PER_EPOCH = 2**20  # room in a seed counter for one epoch's batches
@@ -319,12 +322,12 @@ def batches(
     return Batches.of(stream, order, batch_size)
 
 
-def images_within_budget(image_size: int, share: float = 1.0) -> int:
+def images_within_budget(image_size: int, share: float = 1.0, bytes_per_pixel: int = FORWARD_BYTES_PER_PIXEL) -> int:
     """Images whose activations fit ACTIVATION_BUDGET; ``share``: the part of the network that keeps them.
 
     256 images at 224 px would take about 26 GB; a step keeps the activations only of the layers it trains.
     """
-    return max(1, int(ACTIVATION_BUDGET // (FORWARD_BYTES_PER_PIXEL * image_size**2 * max(share, 1e-3))))
+    return max(1, int(ACTIVATION_BUDGET // (bytes_per_pixel * image_size**2 * max(share, 1e-3))))
 
 
 def statistics_batch_size(image_size: int) -> int:

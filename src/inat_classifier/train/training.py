@@ -28,7 +28,7 @@ from dvclive import Live
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..atomic import write_json
-from .dataset import DRAWS_PER_EPOCH, Batches, has_gpu, images_within_budget
+from .dataset import DRAWS_PER_EPOCH, STEP_BYTES_PER_PIXEL, Batches, has_gpu, images_within_budget
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
 from .model import moving_statistics, trained_share
@@ -139,11 +139,11 @@ def accumulation_steps(batch_size: int, image_size: int, trained_share: float, g
 
     The optimizer sums the pieces' gradients and updates once per batch (Keras'
     ``gradient_accumulation_steps``), so ``data.batch_size`` keeps its meaning while fine-tuning a
-    whole base at 224 px holds a few GB less (docs/speed.md). A divisor of the batch when one is
+    whole base at 224 px holds about a GB less (2 pieces of 16; docs/speed.md). A divisor of the batch when one is
     near, so that the pieces are equal. BatchNormalization layers that train see the pieces. A GPU's
     memory is not the machine's, and its speed needs large batches: one piece there.
     """
-    least = -(-batch_size // images_within_budget(image_size, trained_share))
+    least = -(-batch_size // images_within_budget(image_size, trained_share, STEP_BYTES_PER_PIXEL))
     if gpu or least <= 1:
         return 1
     return next((steps for steps in range(least, 2 * least + 1) if batch_size % steps == 0), least)
