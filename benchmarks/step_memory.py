@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, nargs=2, default=[8, 16], help="two piece sizes (divisors of 32)")
     parser.add_argument("--child", nargs=2, metavar=("PIECE", "BATCHNORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    small, large = args.pieces
+    if not (0 < small < large and 32 % small == 0 and 32 % large == 0):
+        parser.error(f"--pieces {small} {large}: two growing divisors of 32, e.g. 8 16")
     if args.child:
         print("RESULT " + json.dumps(one(args.size, int(args.child[0]), args.child[1])))
         return

@@ -343,7 +343,7 @@ def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_
     assert accumulation_steps(32, 48, 1.0, gpu=False) == 1  # the offline default: one piece
     assert accumulation_steps(32, 224, 0.05, gpu=False) == 1  # only the top layers keep activations
     assert accumulation_steps(32, 224, 1.0, gpu=True) == 1
-    assert accumulation_steps(64, 224, 1.0, gpu=False) == 4  # equal pieces of 16, the most that fit
+    assert accumulation_steps(64, 224, 1.0, gpu=False) == 4  # equal pieces of 16: 3 of 22 would not fit
     assert accumulation_steps(47, 224, 1.0, gpu=False) == 3  # no divisor near: pieces of 16, 16, 15
 
     classifier = build_classifier(parse_params({}).model, 3, 32)
