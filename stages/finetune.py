@@ -12,6 +12,7 @@ from inat_classifier.train.distribute import chief_file, is_chief, leave_togethe
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
 from inat_classifier.errors import DataError
 from inat_classifier.train.model import (
+    adam_epsilon,
     batchnorm_trains,
     load_model,
     recalibrate_batchnorm,
@@ -57,7 +58,8 @@ def main(params: Params) -> None:
     val_data = batches(val, data, seed, shuffle=False)
     rate = learning_rate(config, train_data.steps(replicas))  # counts pieces, as Keras' schedule does
     compile_model(model, rate, jit_compile, label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
-                  use_ema=config.use_ema, soft_labels=mixer is not None, accumulation=pieces)
+                  use_ema=config.use_ema, soft_labels=mixer is not None, accumulation=pieces,
+                  epsilon=adam_epsilon(config, params.model))
     fit(
         model,
         train_data,

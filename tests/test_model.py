@@ -10,6 +10,7 @@ keras = pytest.importorskip("keras")
 
 from inat_classifier.errors import UserError  # noqa: E402
 from inat_classifier.train.model import (  # noqa: E402
+    adam_epsilon,
     base_of,
     batchnorm_trains,
     build_classifier,
@@ -165,6 +166,16 @@ def test_stochastic_depth_auto_is_keras_rate_for_pretrained_weights_and_off_for_
     assert stochastic_depth(params.finetune, params.model) == 0.1
     params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"stochastic_depth": None}})
     assert stochastic_depth(params.finetune, params.model) == 0.0  # null: off, as for every key
+
+
+def test_adam_epsilon_auto_is_keras_one_for_pretrained_weights_and_larger_for_a_random_base():
+    params = parse_params({})
+    assert adam_epsilon(params.finetune, params.model) == adam_epsilon(params.train_head, params.model) == 1e-3
+    params = parse_params({"model": {"weights": "imagenet"}})
+    assert adam_epsilon(params.finetune, params.model) == keras.optimizers.Adam().epsilon == 1e-7
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"adam_epsilon": "1e-4"}})  # YAML 1.1 text
+    assert adam_epsilon(params.finetune, params.model) == 1e-4
+    assert adam_epsilon(params.train_head, params.model) == 1e-7  # each phase its own
 
 
 def test_set_stochastic_depth_rebuilds_keras_profile_and_zero_turns_block_dropping_off():

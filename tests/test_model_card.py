@@ -111,7 +111,7 @@ def test_metrics_show_a_wilson_interval():
 
 def test_recipe_shows_the_params_of_the_chosen_source_only():
     text = card()
-    assert "Adam at 0.01 for 20 epochs" in text and "weights `imagenet`" in text
+    assert "Adam (epsilon 1e-07) at 0.01 for 20 epochs" in text and "weights `imagenet`" in text  # Keras' epsilon
     assert "image_size: 224" in text and "train_year: 2017" in text
     assert "sha256:" not in text and "grayscale_fraction" not in text  # other sources' settings left out
 

@@ -408,6 +408,25 @@ def test_label_smoothing_weight_decay_and_ema_change_training_as_keras_defines_t
     assert moved > 0.1 and np.abs(ema.get_layer("dense").bias.numpy()).sum() < 0.3 * moved
 
 
+def test_adam_epsilon_decides_whether_a_tiny_gradient_takes_a_full_step():
+    """Adam scales each step by gradient / (its running scale + epsilon): at Keras' 1e-7 a weight whose
+    gradient is tiny (5e-5) moves almost the whole learning rate, at the random base's 1e-3 it stays."""
+
+    def kernel_step(epsilon):
+        make_deterministic(0)
+        inputs = keras.Input((2,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="dense")(inputs))
+        start = model.get_layer("dense").kernel.numpy().copy()
+        compile_model(model, 0.1, epsilon=epsilon)
+        assert model.optimizer.epsilon == epsilon
+        x, y = np.full((4, 2), 1e-4, "float32"), np.zeros(4, "int64")  # inputs of 1e-4: kernel gradients ~5e-5
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        return np.abs(model.get_layer("dense").kernel.numpy() - start).max()
+
+    assert kernel_step(1e-7) > 0.05
+    assert kernel_step(1e-3) < 1e-3
+
+
 def test_mixed_batches_train_on_label_shares_and_still_log_accuracy():
     """MixUp and CutMix give label shares: the loss is categorical, accuracy the larger share's class."""
     params = parse_params({"data": {"image_size": 32, "batch_size": 4}, "finetune": {"mixup": 0.4, "label_smoothing": 0.1}})

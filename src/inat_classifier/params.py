@@ -317,6 +317,23 @@ class Phase(Section):
     label_smoothing: OffFraction = Field(0.0, lt=1.0, description="move this share of each label to all classes evenly")
     weight_decay: OffFraction = Field(0.0, description="decoupled weight decay (AdamW): weights shrink by rate x this a step")
     use_ema: StrictBool = Field(False, description="keep an exponential moving average of the weights and end with it")
+    adam_epsilon: float | Literal["auto"] = Field(
+        "auto", description="Adam's epsilon, the floor under each weight's gradient scale; auto: Keras' 1e-7 with "
+        "pretrained weights, 1e-3 with weights none"
+    )
+
+    @field_validator("adam_epsilon", mode="before")
+    @classmethod
+    def _adam_epsilon(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        try:  # YAML 1.1 reads 1e-7 (no dot) as text
+            number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not 0 < number < 1:
+            raise ValueError("must be 'auto' or a number above 0 and below 1, e.g. 1e-7 (Keras' default)")
+        return number
 
     @model_validator(mode="after")
     def _warmup(self) -> "Phase":

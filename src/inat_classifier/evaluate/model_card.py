@@ -15,8 +15,8 @@ from ..layout import SPLITS
 from ..data.manifest import LICENSE_NAMES
 from .markdown import headline_table, in_split_order
 from ..data.taxonomy import SCORED_RANKS, Taxon, markdown
-from ..params import Params, Phase
-from ..train.model import batchnorm_trains, stochastic_depth, unfrozen_layers
+from ..params import ModelParams, Params, Phase
+from ..train.model import adam_epsilon, batchnorm_trains, stochastic_depth, unfrozen_layers
 
 EXPORTED = {  # metrics/export.json's formats, as the card names them
     "saved_model": "SavedModel (TF Serving)",
@@ -192,11 +192,11 @@ def _recipe(params: Params) -> str:
         f"1. Photos decoded upright (EXIF), alpha on white, grayscale to RGB, squashed to {params.data.image_size} "
         f"px squares; pixel values 0..255 (the backbone rescales them).",
         f"2. Head: {params.model.backbone} base frozen (weights `{params.model.weights}`), global average pooling, "
-        f"batch normalisation, dropout {params.model.dropout}, softmax; Adam at {_rate(params.train_head)} "
+        f"batch normalisation, dropout {params.model.dropout}, softmax; {_adam(params.train_head, params.model)} "
         f"for {params.train_head.epochs} epochs, batch size {params.data.batch_size}, sparse categorical "
         f"cross-entropy; {_feature_cache(params.train_head.feature_cache)}.",
         f"3. Fine-tuning: base unfrozen (`{unfrozen_layers(finetune, params.model)}` layers), BatchNormalization layers {bn}, "
-        f"stochastic depth {stochastic_depth(finetune, params.model):g}; Adam at {_rate(finetune)} for {finetune.epochs} epochs{stopping}.",
+        f"stochastic depth {stochastic_depth(finetune, params.model):g}; {_adam(finetune, params.model)} for {finetune.epochs} epochs{stopping}.",
         f"4. Augmentation while training: rotation {augment.rotation} degrees, shifts {augment.width_shift} / "
         f"{augment.height_shift}, shear {augment.shear}, zoom {augment.zoom}, horizontal flip "
         f"{'on' if augment.horizontal_flip else 'off'}, brightness {list(augment.brightness)}, fill "
@@ -210,6 +210,10 @@ def _recipe(params: Params) -> str:
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _adam(phase: Phase, model: ModelParams) -> str:
+    return f"Adam (epsilon {adam_epsilon(phase, model):g}) at {_rate(phase)}"
 
 
 def _rate(phase: Phase) -> str:

@@ -13,13 +13,15 @@ import keras
 
 from ..atomic import atomic_path
 from ..errors import UserError
-from ..params import Finetune, ModelParams
+from ..params import Finetune, ModelParams, Phase
 
 BASE = "efficientnetb0"
 UNFREEZE_PRETRAINED = 20  # the Keras fine-tuning example's top 20 layers
 HEAD_LAYERS = ("head_bn", "head_dropout", "predictions")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 KERAS_DROP_CONNECT = 0.2  # keras.applications.EfficientNetB0's drop_connect_rate (the study's)
+KERAS_ADAM_EPSILON = 1e-7  # keras.optimizers.Adam's (the study's)
+RANDOM_BASE_ADAM_EPSILON = 1e-3
 
 
 def build_base(config: ModelParams, image_size: int) -> keras.Model:
@@ -146,6 +148,19 @@ def stochastic_depth(finetune: Finetune, config: ModelParams) -> float:
     if finetune.stochastic_depth == "auto":
         return KERAS_DROP_CONNECT if config.pretrained else 0.0
     return finetune.stochastic_depth
+
+
+def adam_epsilon(phase: Phase, config: ModelParams) -> float:
+    """``adam_epsilon``; ``auto``: Keras' with pretrained weights, 1e-3 for a random base.
+
+    Adam divides each weight's step by its gradient's running scale plus epsilon. Training a random
+    base from scratch, weights whose gradients are about 1e-6 (rounding noise around zero, different
+    on every CPU) still took steps of the full learning rate at Keras' 1e-7; at 1e-3 they barely move,
+    and the runs that stalled converged (docs/reproducibility.md).
+    """
+    if phase.adam_epsilon == "auto":
+        return KERAS_ADAM_EPSILON if config.pretrained else RANDOM_BASE_ADAM_EPSILON
+    return phase.adam_epsilon
 
 
 def set_stochastic_depth(model: keras.Model, rate: float) -> None:

@@ -31,7 +31,7 @@ from ..atomic import write_json
 from .dataset import DRAWS_PER_EPOCH, STEP_BYTES_PER_PIXEL, Batches, has_gpu, images_within_budget
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
-from .model import moving_statistics, trained_share
+from .model import KERAS_ADAM_EPSILON, moving_statistics, trained_share
 from ..params import Data, Params, Phase, Train
 
 CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
@@ -169,13 +169,15 @@ def compile_model(
     use_ema: bool = False,
     soft_labels: bool = False,
     accumulation: int = 1,
+    epsilon: float = KERAS_ADAM_EPSILON,
 ) -> None:
     """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too.
 
     Adam with ``weight_decay`` is AdamW (Keras decays weights apart from the gradient step); with
     ``use_ema`` fit ends by writing the average of the weights into the model. ``soft_labels``: the
     batches carry label shares (MixUp, CutMix) instead of class numbers. ``accumulation``: batches
-    the optimizer sums the gradients of before it updates (``accumulation_steps``).
+    the optimizer sums the gradients of before it updates (``accumulation_steps``); ``epsilon``: Adam's
+    (``adam_epsilon``).
     """
     with model.distribute_strategy.scope():
         if soft_labels:
@@ -185,7 +187,7 @@ def compile_model(
             loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy()
             accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         model.compile(
-            optimizer=FusedAdam(learning_rate, weight_decay=weight_decay or None, use_ema=use_ema,
+            optimizer=FusedAdam(learning_rate, epsilon=epsilon, weight_decay=weight_decay or None, use_ema=use_ema,
                                 gradient_accumulation_steps=accumulation if accumulation > 1 else None),
             loss=loss,
             metrics=[accuracy],
