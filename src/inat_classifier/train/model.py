@@ -155,8 +155,8 @@ def adam_epsilon(phase: Phase, config: ModelParams) -> float:
 
     Adam divides each weight's step by its gradient's running scale plus epsilon. Training a random
     base from scratch, weights whose gradients are about 1e-6 (rounding noise around zero, different
-    on every CPU) still took steps of the full learning rate at Keras' 1e-7; at 1e-3 they barely move,
-    and the runs that stalled converged (docs/reproducibility.md).
+    on every CPU) still took steps of nearly the full learning rate at Keras' 1e-7; at 1e-3 they barely
+    move, and fewer runs of the offline default stalled (docs/reproducibility.md).
     """
     if phase.adam_epsilon == "auto":
         return KERAS_ADAM_EPSILON if config.pretrained else RANDOM_BASE_ADAM_EPSILON
