@@ -110,3 +110,22 @@ def test_the_net_is_drawn_in_lines_a_third_of_its_period_wide():
     net = _pattern("net", x, y, 30.0, np.random.default_rng(0))
     assert abs(net[15].mean() - 1 / 3) < 0.02  # a row between two lines crosses those of the other direction
     assert abs(net.mean() - (1 - (2 / 3) ** 2)) < 0.02  # both directions: 5/9 of the coat
+
+
+def test_a_pattern_period_is_a_fraction_of_the_longer_side(monkeypatch):
+    """Training squashes each picture to a square, shrinking its longer axis most: a period drawn from
+    the shorter side fell to half its size along that axis, and checks aliased into stripes at 48 px."""
+    from inat_classifier.data.sources import sample
+
+    periods = []
+    monkeypatch.setattr(sample, "_pattern", lambda kind, u, v, period, rng: periods.append(period) or np.zeros_like(u))
+    for i in range(20):
+        sample.render("checks", (0.2, 0.26), "achromatic", 160, 80, np.random.default_rng(i))
+    assert min(periods) >= 0.2 * 160 and max(periods) <= 0.26 * 160
+
+
+def test_spots_are_sparse_enough_to_stay_apart():
+    """Denser spots (1.2 a period squared) merged into blobs and bands that runs took for a net."""
+    y, x = np.mgrid[0:240, 0:240].astype(np.float32)
+    coverage = np.mean([_pattern("spots", x, y, 40.0, np.random.default_rng(i)).mean() for i in range(40)])
+    assert 0.15 < coverage < 0.25
