@@ -14,6 +14,7 @@ from inat_classifier.errors import DataError
 from inat_classifier.train.model import (
     adam_epsilon,
     batchnorm_trains,
+    global_clipnorm,
     load_model,
     recalibrate_batchnorm,
     save_model,
@@ -59,7 +60,7 @@ def main(params: Params) -> None:
     rate = learning_rate(config, train_data.steps(replicas))  # counts pieces, as Keras' schedule does
     compile_model(model, rate, jit_compile, label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
                   use_ema=config.use_ema, soft_labels=mixer is not None, accumulation=pieces,
-                  epsilon=adam_epsilon(config, params.model))
+                  epsilon=adam_epsilon(config, params.model), clipnorm=global_clipnorm(config, params.model))
     fit(
         model,
         train_data,

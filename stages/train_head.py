@@ -10,7 +10,7 @@ from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, RAW_DIR, split_file
 from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model
-from inat_classifier.train.model import adam_epsilon, build_classifier, recalibrate_batchnorm, save_model
+from inat_classifier.train.model import adam_epsilon, build_classifier, global_clipnorm, recalibrate_batchnorm, save_model
 from inat_classifier.params import Params
 from inat_classifier.train.training import (
     class_weights,
@@ -47,7 +47,8 @@ def main(params: Params) -> None:
         val_data = batches(val, data, seed, shuffle=False)
     rate = learning_rate(config, train_data.steps(strategy.num_replicas_in_sync))
     compile_model(trained, rate, jit_compile, label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
-                  use_ema=config.use_ema, epsilon=adam_epsilon(config, params.model))
+                  use_ema=config.use_ema, epsilon=adam_epsilon(config, params.model),
+                  clipnorm=global_clipnorm(config, params.model))
     stamp = fingerprint(params, split_file("train"), split_file("val"), RAW_DIR / MANIFEST_FILE)
     weights = class_weights(config.class_weight, train.labels, len(classes))
     fit(trained, train_data, val_data, config.epochs, "train_head", stamp, class_weight=weights)

@@ -12,6 +12,7 @@ from inat_classifier.errors import UserError  # noqa: E402
 from inat_classifier.train.model import (  # noqa: E402
     adam_epsilon,
     base_of,
+    global_clipnorm,
     batchnorm_trains,
     build_classifier,
     load_model,
@@ -176,6 +177,16 @@ def test_adam_epsilon_auto_is_keras_one_for_pretrained_weights_and_larger_for_a_
     params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"adam_epsilon": "1e-4"}})  # YAML 1.1 text
     assert adam_epsilon(params.finetune, params.model) == 1e-4
     assert adam_epsilon(params.train_head, params.model) == 1e-7  # each phase its own
+
+
+def test_global_clipnorm_auto_is_off_for_pretrained_weights_and_caps_a_random_base():
+    params = parse_params({})
+    assert global_clipnorm(params.finetune, params.model) == global_clipnorm(params.train_head, params.model) == 10.0
+    params = parse_params({"model": {"weights": "imagenet"}, "finetune": {"global_clipnorm": 2.5}})
+    assert global_clipnorm(params.train_head, params.model) is None  # the study's Adam: no cap
+    assert global_clipnorm(params.finetune, params.model) == 2.5
+    params = parse_params({"finetune": {"global_clipnorm": None}})
+    assert global_clipnorm(params.finetune, params.model) is None  # null: off, as for every key
 
 
 def test_set_stochastic_depth_rebuilds_keras_profile_and_zero_turns_block_dropping_off():

@@ -120,6 +120,7 @@ def test_the_sample_model_is_labelled_as_not_a_real_classifier():
     sample = card(params=parse_params({}))
     assert "trained on the generated offline sample" in sample and "not a classifier of real animals" in sample
     assert "trained on the generated offline sample" not in card()
+    assert "Adam (epsilon 0.001, gradient norm capped at 10) at 0.005 with cosine" in sample  # a random base's Adam
 
 
 def test_optional_inputs():

@@ -64,6 +64,8 @@ def test_every_schema_key_appears_in_params_yaml():
         ({"finetune": {"label_smoothing": 1.0}}, "finetune.label_smoothing: Input should be less than 1"),
         ({"finetune": {"adam_epsilon": 0}}, "finetune.adam_epsilon: must be 'auto' or a number above 0 and below 1"),
         ({"train_head": {"adam_epsilon": "tiny"}}, "train_head.adam_epsilon: must be 'auto' or a number above 0"),
+        ({"finetune": {"global_clipnorm": -1}}, "finetune.global_clipnorm: must be 'auto', null (off) or a norm above 0"),
+        ({"train_head": {"global_clipnorm": "on"}}, "train_head.global_clipnorm"),
         ({"train_head": {"weight_decay": -0.1}}, "train_head.weight_decay: Input should be greater than or equal to 0"),
         ({"finetune": {"use_ema": "yes"}}, "finetune.use_ema: Input should be a valid boolean"),
         ({"finetune": {"mixup": 1.5}}, "finetune.mixup: Input should be less than or equal to 1"),

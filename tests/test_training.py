@@ -427,6 +427,24 @@ def test_adam_epsilon_decides_whether_a_tiny_gradient_takes_a_full_step():
     assert kernel_step(1e-3) < 1e-3
 
 
+def test_global_clipnorm_keeps_one_huge_gradient_out_of_adams_running_scale():
+    """Adam remembers a squared gradient for about 1,000 steps: uncapped, one batch with a huge gradient
+    inflates that scale and shrinks every later step; capped, it counts no more than a norm of the cap."""
+
+    def squared_scale(clipnorm):
+        make_deterministic(0)
+        inputs = keras.Input((2,))
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="dense")(inputs))
+        compile_model(model, 1e-3, clipnorm=clipnorm)
+        assert model.optimizer.global_clipnorm == clipnorm
+        x, y = np.full((4, 2), 1e4, "float32"), np.ones(4, "int64")  # a gradient norm of thousands
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        return sum(float(np.sum(v.numpy())) for v in model.optimizer._velocities)  # (1 - beta_2) x |g|^2
+
+    assert squared_scale(None) > 1.0
+    assert squared_scale(1.0) <= 1e-3 * 1.0**2 * 1.001
+
+
 def test_mixed_batches_train_on_label_shares_and_still_log_accuracy():
     """MixUp and CutMix give label shares: the loss is categorical, accuracy the larger share's class."""
     params = parse_params({"data": {"image_size": 32, "batch_size": 4}, "finetune": {"mixup": 0.4, "label_smoothing": 0.1}})

@@ -335,6 +335,18 @@ class Phase(Section):
             raise ValueError("must be 'auto' or a number above 0 and below 1, e.g. 1e-7 (Keras' default)")
         return number
 
+    global_clipnorm: Annotated[float | Literal["auto"], _off(0.0)] = Field(
+        "auto", description="cap on the gradient's global norm (Keras' global_clipnorm); auto: off with pretrained "
+        "weights, 10 with weights none; 0 or null: off"
+    )
+
+    @field_validator("global_clipnorm")
+    @classmethod
+    def _global_clipnorm(cls, value: float | str) -> float | str:
+        if value == "auto" or not isinstance(value, str) and value >= 0:
+            return value
+        raise ValueError("must be 'auto', null (off) or a norm above 0, e.g. 10")
+
     @model_validator(mode="after")
     def _warmup(self) -> "Phase":
         if self.warmup_epochs and (self.schedule != "cosine" or self.warmup_epochs >= self.epochs):

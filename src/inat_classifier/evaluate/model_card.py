@@ -16,7 +16,7 @@ from ..data.manifest import LICENSE_NAMES
 from .markdown import headline_table, in_split_order
 from ..data.taxonomy import SCORED_RANKS, Taxon, markdown
 from ..params import ModelParams, Params, Phase
-from ..train.model import adam_epsilon, batchnorm_trains, stochastic_depth, unfrozen_layers
+from ..train.model import adam_epsilon, batchnorm_trains, global_clipnorm, stochastic_depth, unfrozen_layers
 
 EXPORTED = {  # metrics/export.json's formats, as the card names them
     "saved_model": "SavedModel (TF Serving)",
@@ -213,7 +213,9 @@ def _recipe(params: Params) -> str:
 
 
 def _adam(phase: Phase, model: ModelParams) -> str:
-    return f"Adam (epsilon {adam_epsilon(phase, model):g}) at {_rate(phase)}"
+    clipnorm = global_clipnorm(phase, model)
+    clipped = f", gradient norm capped at {clipnorm:g}" if clipnorm else ""
+    return f"Adam (epsilon {adam_epsilon(phase, model):g}{clipped}) at {_rate(phase)}"
 
 
 def _rate(phase: Phase) -> str:

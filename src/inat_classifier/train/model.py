@@ -22,6 +22,7 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 KERAS_DROP_CONNECT = 0.2  # keras.applications.EfficientNetB0's drop_connect_rate (the study's)
 KERAS_ADAM_EPSILON = 1e-7  # keras.optimizers.Adam's (the study's)
 RANDOM_BASE_ADAM_EPSILON = 1e-3
+RANDOM_BASE_CLIPNORM = 10.0  # a few times the usual global gradient norm of the offline default (2-14)
 
 
 def build_base(config: ModelParams, image_size: int) -> keras.Model:
@@ -161,6 +162,18 @@ def adam_epsilon(phase: Phase, config: ModelParams) -> float:
     if phase.adam_epsilon == "auto":
         return KERAS_ADAM_EPSILON if config.pretrained else RANDOM_BASE_ADAM_EPSILON
     return phase.adam_epsilon
+
+
+def global_clipnorm(phase: Phase, config: ModelParams) -> float | None:
+    """``global_clipnorm`` (None: off); ``auto``: off with pretrained weights, 10 for a random base.
+
+    Training a random base, a rare batch's gradient was 100 to 3,000 times the usual global norm
+    (2-14). Adam's running scale of the squared gradient keeps such a step for about 1,000 steps, longer
+    than the rest of the run, so every later step shrank and the run stalled: the runs that fell
+    short of the others (docs/reproducibility.md). Capped, such a batch counts as a large one.
+    """
+    norm = (None if config.pretrained else RANDOM_BASE_CLIPNORM) if phase.global_clipnorm == "auto" else phase.global_clipnorm
+    return norm or None
 
 
 def set_stochastic_depth(model: keras.Model, rate: float) -> None:

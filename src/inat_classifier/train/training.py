@@ -170,6 +170,7 @@ def compile_model(
     soft_labels: bool = False,
     accumulation: int = 1,
     epsilon: float = KERAS_ADAM_EPSILON,
+    clipnorm: float | None = None,
 ) -> None:
     """Compile under the model's strategy: the optimizer's and metrics' variables must be distributed too.
 
@@ -177,7 +178,8 @@ def compile_model(
     ``use_ema`` fit ends by writing the average of the weights into the model. ``soft_labels``: the
     batches carry label shares (MixUp, CutMix) instead of class numbers. ``accumulation``: batches
     the optimizer sums the gradients of before it updates (``accumulation_steps``); ``epsilon``: Adam's
-    (``adam_epsilon``).
+    (``adam_epsilon``); ``clipnorm``: the cap on the global norm of each update's gradient (``global_clipnorm``;
+    of the pieces' mean, and of each replica's share under ``train.distribute``, as Keras clips).
     """
     with model.distribute_strategy.scope():
         if soft_labels:
@@ -187,7 +189,8 @@ def compile_model(
             loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else keras.losses.SparseCategoricalCrossentropy()
             accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         model.compile(
-            optimizer=FusedAdam(learning_rate, epsilon=epsilon, weight_decay=weight_decay or None, use_ema=use_ema,
+            optimizer=FusedAdam(learning_rate, epsilon=epsilon, global_clipnorm=clipnorm, weight_decay=weight_decay or None,
+                                use_ema=use_ema,
                                 gradient_accumulation_steps=accumulation if accumulation > 1 else None),
             loss=loss,
             metrics=[accuracy],
