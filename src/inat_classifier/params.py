@@ -340,11 +340,11 @@ class Phase(Section):
         "weights, 10 with weights none; 0 or null: off"
     )
 
-    @field_validator("global_clipnorm")
+    @field_validator("global_clipnorm", mode="before")
     @classmethod
-    def _global_clipnorm(cls, value: float | str) -> float | str:
-        if value == "auto" or not isinstance(value, str) and value >= 0:
-            return value
+    def _global_clipnorm(cls, value: object) -> object:
+        if value in ("auto", None) or isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return value  # None: off, read as 0 by _off
         raise ValueError("must be 'auto', null (off) or a norm above 0, e.g. 10")
 
     @model_validator(mode="after")
