@@ -254,5 +254,5 @@ def test_two_workers_fine_tune_as_one_and_only_the_chief_writes(tmp_path, monkey
     assert logged["accuracy"] * 33 == pytest.approx(round(logged["accuracy"] * 33), abs=1e-4)  # 33 images, each once
     assert json.loads((chief / "dvclive" / "finetune" / "metrics.json").read_text())["step"] == 11  # 10 head epochs + 2
     saved = val_metrics(chief / "models" / "model.keras", chief)
-    assert saved["loss"] == pytest.approx(logged["val_loss"], rel=1e-4)
+    assert saved["loss"] == pytest.approx(logged["val_loss"], rel=1e-4, abs=5e-7)  # the log keeps 6 decimals
     assert saved["accuracy"] == pytest.approx(logged["val_accuracy"], abs=1e-6)
