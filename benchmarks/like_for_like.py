@@ -8,7 +8,7 @@ data.image_size, batch data.batch_size, with the same layers trainable and Batch
 inference mode (this project's ``batchnorm: frozen``, the study's ``base(inputs, training=False)``;
 the study's code also trains BatchNormalization's scale and offset, which this project freezes).
 This project's side splits each batch into pieces as its finetune stage does on a CPU (gradients
-summed, one update a batch: at 224 px with the whole base, 2 pieces of 16 within the memory budget);
+summed, one update a batch: at 224 px with the whole base and BatchNormalization frozen, one piece);
 the study's takes each batch whole, whatever the memory.
 The study's side is its code as written: Keras 2 (tf-keras) ``ImageDataGenerator`` with its
 augmentation, reading and decoding the files every epoch. Round 0 of each side builds the graphs

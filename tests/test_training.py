@@ -334,29 +334,41 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
 
 def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_budget(capsys):
     from inat_classifier.train import dataset
-    from inat_classifier.train.model import trained_share, unfreeze
+    from inat_classifier.train.model import trained_share, trains_batchnorm, unfreeze
     from inat_classifier.train.training import accumulation_steps
 
     per_image = dataset.STEP_BYTES_PER_PIXEL * 224**2
-    assert 32 * per_image > dataset.ACTIVATION_BUDGET  # a whole batch of 32 would not fit
-    assert accumulation_steps(32, 224, 1.0, gpu=False) == 2 and 16 * per_image <= dataset.ACTIVATION_BUDGET
-    assert accumulation_steps(32, 48, 1.0, gpu=False) == 1  # the offline default: one piece
-    assert accumulation_steps(32, 224, 0.05, gpu=False) == 1  # only the top layers keep activations
-    assert accumulation_steps(32, 224, 1.0, gpu=True) == 1
-    assert accumulation_steps(64, 224, 1.0, gpu=False) == 4  # equal pieces of 16: 3 of 22 would not fit
-    assert accumulation_steps(47, 224, 1.0, gpu=False) == 3  # no divisor near: pieces of 16, 16, 15
+    batchnorm_budget = dataset.STEP_BUDGET - dataset.TRAINING_BATCHNORM_BYTES
+    # BatchNormalization training (a random base): a whole batch of 32 would not fit, pieces of 16 do.
+    assert 32 * per_image > batchnorm_budget and 16 * per_image <= batchnorm_budget
+    assert accumulation_steps(32, 224, 1.0, gpu=False, batchnorm_trains=True) == 2
+    assert accumulation_steps(64, 224, 1.0, gpu=False, batchnorm_trains=True) == 4  # equal pieces: 3 of 22 would not fit
+    assert accumulation_steps(47, 224, 1.0, gpu=False, batchnorm_trains=True) == 2  # no divisor near: 24 and 23
+    # BatchNormalization frozen (the study's recipe): the whole batch fits, twice that does not.
+    assert 32 * per_image <= dataset.STEP_BUDGET < 64 * per_image
+    assert accumulation_steps(32, 224, 1.0, gpu=False) == 1
+    assert accumulation_steps(64, 224, 1.0, gpu=False) == 2
+    assert accumulation_steps(32, 48, 1.0, gpu=False, batchnorm_trains=True) == 1  # the offline default: one piece
+    assert accumulation_steps(32, 224, 0.05, gpu=False, batchnorm_trains=True) == 1  # only the top layers keep activations
+    assert accumulation_steps(32, 224, 1.0, gpu=True, batchnorm_trains=True) == 1
 
-    classifier = build_classifier(parse_params({}).model, 3, 32)
-    whole_base = unfreeze(classifier, "all", True)
-    assert trained_share(whole_base) > 0.95  # from the stem convolution up
+    def unfrozen(top_layers: int | str, batchnorm_trains: bool) -> keras.Model:  # each its own base: unfreeze sets its layers
+        return unfreeze(build_classifier(parse_params({}).model, 3, 32), top_layers, batchnorm_trains)
+
+    whole_base = unfrozen("all", True)
+    assert trained_share(whole_base) > 0.95 and trains_batchnorm(whole_base)  # from the stem convolution up
     # What the finetune stage asks: the batch's pieces for this model at the data's size, said in one line.
     assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 224}}).data, 1) == (2, 16)
     assert "each batch of 32 runs as 2 pieces of 16 images" in capsys.readouterr().out
     assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 48}}).data, 1) == (1, 32)
     assert capsys.readouterr().out == ""
-    top_layers = unfreeze(classifier, 20, False)  # the base's layers are shared: whole_base changes too
-    assert 0 < trained_share(top_layers) < 0.1
+    frozen_statistics = unfrozen("all", False)
+    assert trained_share(frozen_statistics) > 0.95 and not trains_batchnorm(frozen_statistics)
+    assert training.batch_pieces(frozen_statistics, parse_params({"data": {"image_size": 224}}).data, 1) == (1, 32)
+    top_layers = unfrozen(20, True)
+    assert 0 < trained_share(top_layers) < 0.1 and trains_batchnorm(top_layers)
     assert training.batch_pieces(top_layers, parse_params({"data": {"image_size": 224}}).data, 1) == (1, 32)
+    assert capsys.readouterr().out == ""
 
     # Pieces of a batch update once, as the whole batch would (no BatchNormalization here to differ).
     x = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)

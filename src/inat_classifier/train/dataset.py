@@ -33,15 +33,20 @@ from ..params import Augment, Data
 from ..data.records import Records, open_split, parse
 
 MEMORY_SHARE = 0.25  # decoded images stay in RAM up to this share of it (data.cache: auto)
-# Every pass that keeps a batch's activations (the BatchNormalization pass, a fine-tuning step on a
-# CPU) keeps to ACTIVATION_BUDGET, at these bytes per input pixel of each image. The eager
-# training-mode forward pass of the BatchNormalization pass: 103 MB an image at 224 px
-# (benchmarks/memory.py); a compiled fine-tuning step of the whole base: 60-70 MB for each more
-# image in a piece, BatchNormalization frozen or training (benchmarks/step_memory.py, two runs), so
-# 75 MB. The BatchNormalization pass takes batches of at most STATISTICS_MOST images.
+# Every pass that keeps a batch's activations keeps to a budget, at these bytes per input pixel of
+# each image. The eager training-mode forward pass of the BatchNormalization pass: 103 MB an image at
+# 224 px (benchmarks/memory.py), within ACTIVATION_BUDGET. A compiled fine-tuning step of the whole
+# base: 60-70 MB for each more image in a piece, BatchNormalization frozen or training, so 75 MB,
+# within STEP_BUDGET; one whose BatchNormalization trains holds about 0.56 GB more whatever its piece
+# (benchmarks/step_memory.py, two runs), left aside from its budget. So at 224 px the study's recipe
+# (BatchNormalization frozen) takes whole batches of 32, a random base (training it) pieces of 16,
+# each stage under 4 GB (docs/speed.md). The BatchNormalization pass takes batches of at most
+# STATISTICS_MOST images.
 FORWARD_BYTES_PER_PIXEL = 2_100
 STEP_BYTES_PER_PIXEL = 1_500
 ACTIVATION_BUDGET = 1.5 * 2**30
+STEP_BUDGET = 2.5 * 2**30
+TRAINING_BATCHNORM_BYTES = 0.6e9
 STATISTICS_MOST = 256
 DRAWS_PER_EPOCH = 2**20  # room in a seed counter for one epoch's batches
 GROUP_DRAWS = 2**32  # room in a seed counter for the epochs of one group of blocks
@@ -322,12 +327,14 @@ def batches(
     return Batches.of(stream, order, batch_size)
 
 
-def images_within_budget(image_size: int, share: float = 1.0, bytes_per_pixel: int = FORWARD_BYTES_PER_PIXEL) -> int:
-    """Images whose activations fit ACTIVATION_BUDGET; ``share``: the part of the network that keeps them.
+def images_within_budget(image_size: int, share: float = 1.0, bytes_per_pixel: int = FORWARD_BYTES_PER_PIXEL,
+                         budget: float | None = None) -> int:
+    """Images whose activations fit ``budget`` (ACTIVATION_BUDGET); ``share``: the part of the network that keeps them.
 
     256 images at 224 px would take about 26 GB; a step keeps the activations only of the layers it trains.
     """
-    return max(1, int(ACTIVATION_BUDGET // (bytes_per_pixel * image_size**2 * max(share, 1e-3))))
+    budget = ACTIVATION_BUDGET if budget is None else budget
+    return max(1, int(budget // (bytes_per_pixel * image_size**2 * max(share, 1e-3))))
 
 
 def statistics_batch_size(image_size: int) -> int:

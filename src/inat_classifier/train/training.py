@@ -28,10 +28,18 @@ from dvclive import Live
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..atomic import write_json
-from .dataset import DRAWS_PER_EPOCH, STEP_BYTES_PER_PIXEL, Batches, has_gpu, images_within_budget
+from .dataset import (
+    DRAWS_PER_EPOCH,
+    STEP_BUDGET,
+    STEP_BYTES_PER_PIXEL,
+    TRAINING_BATCHNORM_BYTES,
+    Batches,
+    has_gpu,
+    images_within_budget,
+)
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
-from .model import KERAS_ADAM_EPSILON, moving_statistics, trained_share
+from .model import KERAS_ADAM_EPSILON, moving_statistics, trained_share, trains_batchnorm
 from ..params import Data, Params, Phase, Train
 
 CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
@@ -134,16 +142,20 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
-def accumulation_steps(batch_size: int, image_size: int, trained_share: float, gpu: bool) -> int:
+def accumulation_steps(batch_size: int, image_size: int, trained_share: float, gpu: bool,
+                       batchnorm_trains: bool = False) -> int:
     """In how many pieces a CPU computes each training batch so that a step's activations fit the budget.
 
     The optimizer sums the pieces' gradients and updates once per batch (Keras'
     ``gradient_accumulation_steps``), so ``data.batch_size`` keeps its meaning while fine-tuning a
-    whole base at 224 px holds about a GB less (2 pieces of 16; docs/speed.md). A divisor of the batch when one is
-    near, so that the pieces are equal. BatchNormalization layers that train see the pieces. A GPU's
-    memory is not the machine's, and its speed needs large batches: one piece there.
+    random base at 224 px (BatchNormalization training) holds about a GB less (2 pieces of 16); the
+    study's recipe (BatchNormalization frozen) fits whole batches there, which train about 15% faster
+    than pieces (docs/speed.md). A divisor of the batch when one is near, so that the pieces are equal.
+    BatchNormalization layers that train see the pieces. A GPU's memory is not the machine's, and its
+    speed needs large batches: one piece there.
     """
-    least = -(-batch_size // images_within_budget(image_size, trained_share, STEP_BYTES_PER_PIXEL))
+    budget = STEP_BUDGET - (TRAINING_BATCHNORM_BYTES if batchnorm_trains else 0)
+    least = -(-batch_size // images_within_budget(image_size, trained_share, STEP_BYTES_PER_PIXEL, budget))
     if gpu or least <= 1:
         return 1
     return next((steps for steps in range(least, 2 * least + 1) if batch_size % steps == 0), least)
@@ -151,7 +163,8 @@ def accumulation_steps(batch_size: int, image_size: int, trained_share: float, g
 
 def batch_pieces(model: keras.Model, data: Data, replicas: int) -> tuple[int, int]:
     """(pieces, images a piece) of each training batch of ``model`` on this machine; says so when it splits."""
-    pieces = accumulation_steps(-(-data.batch_size // replicas), data.image_size, trained_share(model), has_gpu())
+    pieces = accumulation_steps(-(-data.batch_size // replicas), data.image_size, trained_share(model), has_gpu(),
+                                trains_batchnorm(model))
     piece = -(-data.batch_size // pieces)
     if pieces > 1:
         print(f"each batch of {data.batch_size} runs as {pieces} pieces of {piece} images, gradients summed "
