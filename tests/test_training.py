@@ -334,7 +334,7 @@ def test_the_batchnorm_pass_picks_its_batch_size_from_a_memory_budget(monkeypatc
 
 def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_budget(capsys):
     from inat_classifier.train import dataset
-    from inat_classifier.train.model import trained_share, trains_batchnorm, unfreeze
+    from inat_classifier.train.model import batchnorm_in_training, trained_share, unfreeze
     from inat_classifier.train.training import accumulation_steps
 
     per_image = dataset.STEP_BYTES_PER_PIXEL * 224**2
@@ -356,17 +356,17 @@ def test_fine_tuning_a_whole_base_at_224_px_splits_each_batch_to_fit_the_memory_
         return unfreeze(build_classifier(parse_params({}).model, 3, 32), top_layers, batchnorm_trains)
 
     whole_base = unfrozen("all", True)
-    assert trained_share(whole_base) > 0.95 and trains_batchnorm(whole_base)  # from the stem convolution up
+    assert trained_share(whole_base) > 0.95 and batchnorm_in_training(whole_base)  # from the stem convolution up
     # What the finetune stage asks: the batch's pieces for this model at the data's size, said in one line.
     assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 224}}).data, 1) == (2, 16)
     assert "each batch of 32 runs as 2 pieces of 16 images" in capsys.readouterr().out
     assert training.batch_pieces(whole_base, parse_params({"data": {"image_size": 48}}).data, 1) == (1, 32)
     assert capsys.readouterr().out == ""
     frozen_statistics = unfrozen("all", False)
-    assert trained_share(frozen_statistics) > 0.95 and not trains_batchnorm(frozen_statistics)
+    assert trained_share(frozen_statistics) > 0.95 and not batchnorm_in_training(frozen_statistics)
     assert training.batch_pieces(frozen_statistics, parse_params({"data": {"image_size": 224}}).data, 1) == (1, 32)
     top_layers = unfrozen(20, True)
-    assert 0 < trained_share(top_layers) < 0.1 and trains_batchnorm(top_layers)
+    assert 0 < trained_share(top_layers) < 0.1 and batchnorm_in_training(top_layers)
     assert training.batch_pieces(top_layers, parse_params({"data": {"image_size": 224}}).data, 1) == (1, 32)
     assert capsys.readouterr().out == ""
 

@@ -118,7 +118,7 @@ def first_unfrozen(layers: list[keras.layers.Layer], top_layers: int | str) -> i
     return starts[0]
 
 
-def trains_batchnorm(model: keras.Model) -> bool:
+def batchnorm_in_training(model: keras.Model) -> bool:
     """Whether any of the base's BatchNormalization layers trains (``unfreeze``): a step then holds more."""
     return any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in base_of(model).layers)
 

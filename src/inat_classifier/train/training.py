@@ -39,7 +39,7 @@ from .dataset import (
 )
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
-from .model import KERAS_ADAM_EPSILON, moving_statistics, trained_share, trains_batchnorm
+from .model import KERAS_ADAM_EPSILON, batchnorm_in_training, moving_statistics, trained_share
 from ..params import Data, Params, Phase, Train
 
 CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
@@ -164,7 +164,7 @@ def accumulation_steps(batch_size: int, image_size: int, trained_share: float, g
 def batch_pieces(model: keras.Model, data: Data, replicas: int) -> tuple[int, int]:
     """(pieces, images a piece) of each training batch of ``model`` on this machine; says so when it splits."""
     pieces = accumulation_steps(-(-data.batch_size // replicas), data.image_size, trained_share(model), has_gpu(),
-                                trains_batchnorm(model))
+                                batchnorm_in_training(model))
     piece = -(-data.batch_size // pieces)
     if pieces > 1:
         print(f"each batch of {data.batch_size} runs as {pieces} pieces of {piece} images, gradients summed "
