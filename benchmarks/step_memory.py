@@ -5,9 +5,10 @@
 The finetune stage on a CPU splits each batch of 32 into pieces whose activations fit
 STEP_BUDGET (train/dataset.py), at STEP_BYTES_PER_PIXEL an image pixel, less
 TRAINING_BATCHNORM_BYTES where BatchNormalization trains. This measures those figures: each setting
-in its own process, EfficientNetB0 (random weights) with its whole base trainable, BatchNormalization frozen (the study's recipe with pretrained weights) or training (the
-default with random weights), two epochs of one batch of 32 random images in pieces of N, gradients
-summed as the stage does. The difference between two piece sizes, divided by the images between
+in its own process, EfficientNetB0 (random weights) with its whole base trainable,
+BatchNormalization frozen (the study's recipe with pretrained weights) or training (the default
+with random weights), two epochs of one batch of 32 random images in pieces of N, gradients summed
+as the stage does. The difference between two piece sizes, divided by the images between
 them, is what one more image in a piece holds; the difference between the two modes at one piece
 size, what training BatchNormalization holds besides.
 """
