@@ -24,13 +24,15 @@ install: $(STAMP)
 
 # A .venv made from another lock holds the other TensorFlow wheel (tensorflow and tensorflow-cpu
 # both own the `tensorflow` package), so it is made afresh; an empty stamp predates the choice.
+# --no-compile: byte-compiling every module of the stack took about 20 s of a 50 s install; Python
+# compiles the few it imports on first use instead (docs/speed.md, wall time of the offline default).
 $(STAMP): $(LOCK) pyproject.toml
 	@echo "install: $(LOCK) ($(wordlist 2,$(words $(CHOICE)),$(CHOICE)))"
 	@if made=$$(cat $(STAMP) 2>/dev/null) && [ "$${made:-requirements.lock}" != "$(LOCK)" ]; then \
 	  echo "install: $(VENV) was made from $${made:-requirements.lock}: making it afresh"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-compile -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	echo $(LOCK) > $(STAMP)
 
