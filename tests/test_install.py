@@ -185,7 +185,7 @@ def test_make_install_installs_the_chosen_lock_and_remakes_the_venv_when_the_cho
     venv, install = make_install
     out, calls = install("1")
     assert "install: requirements-gpu.lock (GPU=1 given" in out
-    assert "-m pip install --quiet -r requirements-gpu.lock" in calls
+    assert "-m pip install --quiet --no-compile -r requirements-gpu.lock" in calls
     assert calls[-1] == "-m pip install --quiet --no-deps --no-build-isolation -e ."
     assert (venv / ".installed").read_text() == "requirements-gpu.lock\n"
 
@@ -194,7 +194,7 @@ def test_make_install_installs_the_chosen_lock_and_remakes_the_venv_when_the_cho
     (venv / "left-by-the-gpu-install").touch()
     out, calls = install("0")
     assert "making it afresh" in out and not (venv / "left-by-the-gpu-install").exists()
-    assert "-m pip install --quiet -r requirements.lock" in calls
+    assert "-m pip install --quiet --no-compile -r requirements.lock" in calls
     assert not any("requirements-gpu.lock" in call for call in calls)
     assert (venv / ".installed").read_text() == "requirements.lock\n"
 
@@ -207,4 +207,4 @@ def test_a_stamp_from_before_the_choice_counts_as_the_cpu_lock(make_install):
     (venv / "kept").touch()
     out, calls = install("0")
     assert "afresh" not in out and (venv / "kept").exists()
-    assert calls.count("-m pip install --quiet -r requirements.lock") == 2
+    assert calls.count("-m pip install --quiet --no-compile -r requirements.lock") == 2
