@@ -181,12 +181,19 @@ def make_install(tmp_path):
     return venv, run
 
 
+def uv_install(venv: Path) -> str:
+    """How the install calls uv: through the venv's python, installing into it."""
+    return f"-m uv pip install --quiet --python {venv}/bin/python"
+
+
 def test_make_install_installs_the_chosen_lock_and_remakes_the_venv_when_the_choice_changes(make_install):
     venv, install = make_install
+    UV = uv_install(venv)
     out, calls = install("1")
     assert "install: requirements-gpu.lock (GPU=1 given" in out
-    assert "-m pip install --quiet --no-compile -r requirements-gpu.lock" in calls
-    assert calls[-1] == "-m pip install --quiet --no-deps --no-build-isolation -e ."
+    assert calls[0].startswith("-m pip install --quiet --disable-pip-version-check uv==")
+    assert f"{UV} -r requirements-gpu.lock pip>=24" in calls
+    assert calls[-1] == f"{UV} --no-deps --no-build-isolation -e ."
     assert (venv / ".installed").read_text() == "requirements-gpu.lock\n"
 
     assert install("1")[1] == calls  # up to date: nothing runs again
@@ -194,7 +201,7 @@ def test_make_install_installs_the_chosen_lock_and_remakes_the_venv_when_the_cho
     (venv / "left-by-the-gpu-install").touch()
     out, calls = install("0")
     assert "making it afresh" in out and not (venv / "left-by-the-gpu-install").exists()
-    assert "-m pip install --quiet --no-compile -r requirements.lock" in calls
+    assert f"{UV} -r requirements.lock pip>=24" in calls
     assert not any("requirements-gpu.lock" in call for call in calls)
     assert (venv / ".installed").read_text() == "requirements.lock\n"
 
@@ -202,9 +209,10 @@ def test_make_install_installs_the_chosen_lock_and_remakes_the_venv_when_the_cho
 def test_a_stamp_from_before_the_choice_counts_as_the_cpu_lock(make_install):
     """Existing .venv/.installed stamps are empty and came from requirements.lock: no rebuild on a CPU."""
     venv, install = make_install
+    UV = uv_install(venv)
     install("0")
     (venv / ".installed").write_text("")
     (venv / "kept").touch()
     out, calls = install("0")
     assert "afresh" not in out and (venv / "kept").exists()
-    assert calls.count("-m pip install --quiet --no-compile -r requirements.lock") == 2
+    assert calls.count(f"{UV} -r requirements.lock pip>=24") == 2
