@@ -169,11 +169,12 @@ def make_install(tmp_path):
     stub.write_text(STUB_PYTHON)
     stub.chmod(0o755)
     venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "GPU")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "GPU", "PYTHONDONTWRITEBYTECODE")}
 
-    def run(gpu: str) -> tuple[str, list[str]]:
+    def run(gpu: str, **extra_env: str) -> tuple[str, list[str]]:
         done = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "install", f"GPU={gpu}",
-                               f"VENV={venv}", f"PYTHON={stub}"], env=env, capture_output=True, text=True)
+                               f"VENV={venv}", f"PYTHON={stub}"], env=env | extra_env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
         log = venv / "calls.log"
         return done.stdout, log.read_text().splitlines() if log.exists() else []
@@ -216,3 +217,12 @@ def test_a_stamp_from_before_the_choice_counts_as_the_cpu_lock(make_install):
     out, calls = install("0")
     assert "afresh" not in out and (venv / "kept").exists()
     assert calls.count(f"{UV} -r requirements.lock pip>=24") == 2
+
+
+def test_the_stack_is_byte_compiled_at_install_only_where_python_may_not_write_bytecode(make_install):
+    """With PYTHONDONTWRITEBYTECODE set, every stage would compile TensorFlow afresh on import."""
+    venv, install = make_install
+    UV = uv_install(venv)
+    assert f"{UV} -r requirements.lock pip>=24" in install("0")[1]
+    (venv / ".installed").unlink()
+    assert f"{UV} --compile-bytecode -r requirements.lock pip>=24" in install("0", PYTHONDONTWRITEBYTECODE="1")[1]
