@@ -364,7 +364,7 @@ BatchNormMode = Literal["auto", "frozen", "train"]
 
 
 class Finetune(Phase):
-    epochs: OffCount = Field(30, ge=0)
+    epochs: OffCount = Field(40, ge=0)
     learning_rate: PositiveFloat = 5e-3
     schedule: Schedule = "cosine"
     unfreeze: int | str = Field(
