@@ -13,8 +13,11 @@ the study's takes each batch whole, whatever the memory.
 The study's side is its code as written: Keras 2 (tf-keras) ``ImageDataGenerator`` with its
 augmentation, reading and decoding the files every epoch. Round 0 of each side builds the graphs
 and is reported apart; then the sides alternate, one epoch each, so that a busy spell of a shared
-machine slows both. The process's numerics (oneDNN's, bfloat16 math) hold for both sides: run it
-once per setting. Prints JSON.
+machine slows both. Each side lives in a process of its own and runs one fit over all its epochs, as
+a user runs either code, each epoch started when the parent says so: calling the study's fit once an
+epoch made some of its epochs take 41 s instead of 25 s, in one fit none (docs/speed.md). The numerics
+settings in the environment (oneDNN's, bfloat16 math) hold for both sides: run it once per setting.
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,11 +35,22 @@ from pathlib import Path
 from imagedatagenerator_peer import study_flows, study_model
 
 
-def timed(call) -> float:
-    """Wall seconds of one call of fit for one epoch, validation included (alike for both sides)."""
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+REPLY = "EPOCH "  # a side's protocol lines; anything else it prints (device, pieces) is passed over
+
+
+def paced(base: type):
+    """A callback (of ``base``, Keras 3's or tf-keras') that starts each epoch when the parent says so and
+    reports its wall seconds, validation included (alike for both sides)."""
+
+    class Paced(base):
+        def on_epoch_begin(self, epoch, logs=None):
+            sys.stdin.readline()  # this side's turn
+            self.began = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            print(REPLY + json.dumps(round(time.perf_counter() - self.began, 1)), flush=True)
+
+    return Paced()
 
 
 def ours(layers: str, weights: str | None) -> tuple:
@@ -59,11 +75,11 @@ def ours(layers: str, weights: str | None) -> tuple:
     train_batches = batches(train, params.data, params.seed, shuffle=True, augment=params.augment, batch_size=piece)
     val_batches = batches(val, params.data, params.seed, shuffle=False)
 
-    def epoch(number: int) -> float:
-        return timed(lambda: model.fit(train_batches.dataset, validation_data=val_batches.dataset, initial_epoch=number,
-                                       epochs=number + 1, callbacks=[EpochData(train_batches)], verbose=0, shuffle=False))
+    def fit(epochs: int) -> None:
+        model.fit(train_batches.dataset, validation_data=val_batches.dataset, epochs=epochs,
+                  callbacks=[paced(keras.callbacks.Callback), EpochData(train_batches)], verbose=0, shuffle=False)
 
-    return epoch, len(train), len(model.trainable_weights), pieces
+    return fit, len(train), len(model.trainable_weights), pieces
 
 
 def theirs(layers: str, size: int, batch_size: int) -> tuple:
@@ -81,23 +97,67 @@ def theirs(layers: str, size: int, batch_size: int) -> tuple:
                 layer.trainable = False
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
 
-    def epoch(number: int) -> float:
-        return timed(lambda: model.fit(train, validation_data=val, initial_epoch=number, epochs=number + 1, verbose=0))
+    def fit(epochs: int) -> None:
+        model.fit(train, validation_data=val, epochs=epochs, callbacks=[paced(keras.callbacks.Callback)], verbose=0)
 
-    return epoch, train.samples, len(model.trainable_weights), 1
+    return fit, train.samples, len(model.trainable_weights), 1
 
 
-def compare(layers: str, rounds: int, weights: str | None) -> dict:
+def serve(side: str, layers: str, weights: str | None, epochs: int) -> None:
+    """A side's process: build its model and data once, then one fit of ``epochs``, each epoch on the parent's word.
+
+    One fit, as a user runs either code: the study's side called once per epoch took as long as its
+    graph-building first epoch (41 s against 25 s) in some rounds, and in one fit never (docs/speed.md).
+    """
     from inat_classifier.params import load_params
 
     data = load_params().data
-    sides = {"ours": ours(layers, weights), "study": theirs(layers, data.image_size, data.batch_size)}
-    first = {name: round(side[0](0), 1) for name, side in sides.items()}  # graph building included
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-    for number in range(1, rounds + 1):
-        for name, side in sides.items():
-            seconds[name].append(round(side[0](number), 1))
-    out = {name: {"train_images": side[1], "trainable_weights": side[2], "pieces_per_batch": side[3],
+    fit, *facts = ours(layers, weights) if side == "ours" else theirs(layers, data.image_size, data.batch_size)
+    print(REPLY + json.dumps(facts), flush=True)
+    fit(epochs)
+
+
+class Side:
+    """The parent's handle on one side's process, stopped (SIGSTOP) between its epochs: its threads
+    (the study's file-reading queue, tf.data's prefetch) then take no CPU from the other side's epoch."""
+
+    def __init__(self, side: str, layers: str, weights: str | None, epochs: int):
+        command = [sys.executable, __file__, "--serve", side, "--unfreeze", layers, "--rounds", str(epochs - 1),
+                   *(["--weights", weights] if weights else [])]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.facts = self._reply()
+
+    def _reply(self):
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                self.process.send_signal(signal.SIGSTOP)
+                return json.loads(line[len(REPLY):])
+        raise SystemExit(f"like_for_like.py: a side's process ended early (exit {self.process.wait()})")
+
+    def epoch(self) -> float:
+        self.process.send_signal(signal.SIGCONT)
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def compare(layers: str, rounds: int, weights: str | None) -> dict:
+    sides = {name: Side(name, layers, weights, rounds + 1) for name in ("ours", "study")}
+    try:
+        first = {name: side.epoch() for name, side in sides.items()}  # graph building included
+        seconds: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(rounds):
+            for name, side in sides.items():
+                seconds[name].append(side.epoch())
+    finally:
+        for side in sides.values():
+            side.close()
+    out = {name: {"train_images": side.facts[0], "trainable_weights": side.facts[1], "pieces_per_batch": side.facts[2],
                   "first_epoch_seconds": first[name],
                   "epoch_seconds": seconds[name], "median_epoch_seconds": statistics.median(seconds[name])}
            for name, side in sides.items()}
@@ -112,7 +172,10 @@ def main() -> None:
     parser.add_argument("--unfreeze", nargs="+", default=["all"], help="all, or a number of top base layers")
     parser.add_argument("--rounds", type=int, default=2, help="measured epochs of each side, after one warm-up")
     parser.add_argument("--weights", help="a weights file for this project's base (the study's side stays random)")
+    parser.add_argument("--serve", choices=["ours", "study"], help=argparse.SUPPRESS)  # a side's own process
     args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve, args.unfreeze[0], args.weights, args.rounds + 1)
     numerics = {name: os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_DEFAULT_FPMATH_MODE")}
     results = {layers: compare(layers, args.rounds, args.weights) for layers in args.unfreeze}
     print("RESULT " + json.dumps({"numerics": numerics, "unfreeze": results}))
