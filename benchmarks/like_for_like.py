@@ -106,8 +106,8 @@ def theirs(layers: str, size: int, batch_size: int) -> tuple:
 def serve(side: str, layers: str, weights: str | None, epochs: int) -> None:
     """A side's process: build its model and data once, then one fit of ``epochs``, each epoch on the parent's word.
 
-    One fit, as a user runs either code: the study's side called once per epoch took as long as its
-    graph-building first epoch (41 s against 25 s) in some rounds, and in one fit never (docs/speed.md).
+    One fit, as a user runs either code: the study's side called once per epoch took 41 s instead of
+    25 s in some rounds, and in one fit never (docs/speed.md; the cause inside tf-keras was not traced).
     """
     from inat_classifier.params import load_params
 
