@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from inat_classifier.train.recipe import FUSION_FLAGS  # no TensorFlow: the parent sets each child's flags
+
 # name -> (side, precision, XLA, environment)
 LEVERS = {
     "float32": ("ours", "float32", False, {}),
@@ -30,6 +32,7 @@ LEVERS = {
     "onednn_bf16_math": ("ours", "float32", False, {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
     "onednn_off": ("ours", "float32", False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "fused_batchnorm": ("ours", "float32", False, {"FUSED_BATCHNORM": "1"}),
+    "fuse_elementwise": ("ours", "float32", False, {"TF_XLA_FLAGS": FUSION_FLAGS}),  # train.fuse_elementwise
     "study_onednn_off": ("study", "float32", False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
 

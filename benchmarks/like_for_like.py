@@ -17,6 +17,8 @@ machine slows both. Each side lives in a process of its own and runs one fit ove
 a user runs either code, each epoch started when the parent says so: calling the study's fit once an
 epoch made some of its epochs take 41 s instead of 25 s, in one fit none (docs/speed.md). The numerics
 settings in the environment (oneDNN's, bfloat16 math) hold for both sides: run it once per setting.
+This project's side fuses elementwise operations where its finetune stage would
+(``train.fuse_elementwise``); an empty ``TF_XLA_FLAGS`` in the environment turns that off.
 Prints JSON.
 """
 
@@ -61,6 +63,7 @@ def ours(layers: str, weights: str | None) -> tuple:
     from inat_classifier.params import load_params
     from inat_classifier.train.dataset import batches, load_split
     from inat_classifier.train.model import build_classifier, unfreeze
+    from inat_classifier.train.recipe import FUSION_FLAGS
     from inat_classifier.train.training import EpochData, batch_pieces, compile_model, use_device
 
     params = load_params()
@@ -79,7 +82,8 @@ def ours(layers: str, weights: str | None) -> tuple:
         model.fit(train_batches.dataset, validation_data=val_batches.dataset, epochs=epochs,
                   callbacks=[paced(keras.callbacks.Callback), EpochData(train_batches)], verbose=0, shuffle=False)
 
-    return fit, len(train), len(model.trainable_weights), pieces
+    fused = os.environ.get("TF_XLA_FLAGS") == FUSION_FLAGS  # train.fuse_elementwise, as the stage resolves it
+    return fit, len(train), len(model.trainable_weights), pieces, fused
 
 
 def theirs(layers: str, size: int, batch_size: int) -> tuple:
@@ -100,7 +104,7 @@ def theirs(layers: str, size: int, batch_size: int) -> tuple:
     def fit(epochs: int) -> None:
         model.fit(train, validation_data=val, epochs=epochs, callbacks=[paced(keras.callbacks.Callback)], verbose=0)
 
-    return fit, train.samples, len(model.trainable_weights), 1
+    return fit, train.samples, len(model.trainable_weights), 1, False
 
 
 def serve(side: str, layers: str, weights: str | None, epochs: int) -> None:
@@ -110,8 +114,14 @@ def serve(side: str, layers: str, weights: str | None, epochs: int) -> None:
     25 s in some rounds, and in one fit never (docs/speed.md; the cause inside tf-keras was not traced).
     """
     from inat_classifier.params import load_params
+    from inat_classifier.train.recipe import choose_fusion
 
-    data = load_params().data
+    params = load_params()
+    data = params.data
+    if side == "ours":  # before TensorFlow loads, as the finetune stage would for this side's layers, BatchNorm frozen
+        frozen = params.finetune.model_copy(update={"batchnorm": "frozen", "unfreeze": "all" if layers == "all" else int(layers)})
+        model = params.model.model_copy(update={"weights": weights}) if weights else params.model
+        choose_fusion(params.train, data.image_size, frozen, model)
     fit, *facts = ours(layers, weights) if side == "ours" else theirs(layers, data.image_size, data.batch_size)
     print(REPLY + json.dumps(facts), flush=True)
     fit(epochs)
@@ -158,6 +168,7 @@ def compare(layers: str, rounds: int, weights: str | None) -> dict:
         for side in sides.values():
             side.close()
     out = {name: {"train_images": side.facts[0], "trainable_weights": side.facts[1], "pieces_per_batch": side.facts[2],
+                  "elementwise_fusion": side.facts[3],
                   "first_epoch_seconds": first[name],
                   "epoch_seconds": seconds[name], "median_epoch_seconds": statistics.median(seconds[name])}
            for name, side in sides.items()}
@@ -176,7 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.unfreeze[0], args.weights, args.rounds + 1)
-    numerics = {name: os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_DEFAULT_FPMATH_MODE")}
+    numerics = {name: os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_DEFAULT_FPMATH_MODE", "TF_XLA_FLAGS")}
     results = {layers: compare(layers, args.rounds, args.weights) for layers in args.unfreeze}
     print("RESULT " + json.dumps({"numerics": numerics, "unfreeze": results}))
     sys.stdout.flush()

@@ -41,6 +41,7 @@ WEIGHTS = "weights/benchmark.weights.h5"
 # name -> (environment, unfreeze settings): the study's recipe (all) everywhere, the default (top 20) once
 LIKE_FOR_LIKE = {
     "onednn_as_picked": ({}, ["all", "20"]),
+    "onednn_no_fusion": ({"TF_XLA_FLAGS": ""}, ["all", "20"]),  # train.fuse_elementwise: false on this project's side
     "onednn_bf16_math": ({"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}, ["all"]),
     "onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, ["all"]),
 }
@@ -120,13 +121,14 @@ def measure_phases(root: Path) -> dict:
     from inat_classifier.data.classnames import subset_classes
     from inat_classifier.train.dataset import batches, load_split
     from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model
-    from inat_classifier.train.model import batchnorm_trains, build_classifier, unfreeze, unfrozen_layers
+    from inat_classifier.train.model import build_classifier, unfreeze
+    from inat_classifier.train.recipe import batchnorm_trains, unfrozen_layers
     from inat_classifier.params import load_params
     from inat_classifier.train.training import compile_model, make_deterministic, use_device
 
     params = load_params()
-    make_deterministic(params.seed)
     jit_compile = use_device(params.train)
+    make_deterministic(params.seed, ops=not jit_compile)
     classes, size, batch = subset_classes(), params.data.image_size, params.data.batch_size
     train, val = load_split("train", params.data), load_split("val", params.data)
     images = tf.constant(train.pixels[:batch].astype("float32"))

@@ -4,7 +4,8 @@ stage reads) from those scores. It reads only the params scoring needs: the repo
 
 from inat_classifier import stage
 
-stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+params = stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+stage.choose_cpu_kernels(params.train.onednn, params.data.image_size)  # the kernels the model trained with
 
 import numpy as np
 

@@ -1,9 +1,11 @@
 """Stage 4: unfreeze the base and fine-tune the whole classifier at a lower learning rate."""
 
 from inat_classifier import stage
+from inat_classifier.train.recipe import choose_fusion
 
-stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
-stage.choose_cpu_kernels()  # train.onednn: TensorFlow reads it once, when it loads
+params = stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+stage.choose_cpu_kernels(params.train.onednn, params.data.image_size)  # TensorFlow reads it once, when it loads
+choose_fusion(params.train, params.data.image_size, params.finetune, params.model)  # train.fuse_elementwise: XLA's flags
 
 from inat_classifier.data.classnames import save_beside, subset_taxa
 from inat_classifier.train.augment import build_mixer
@@ -11,19 +13,8 @@ from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import chief_file, is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, MODEL, RAW_DIR, split_file
 from inat_classifier.errors import DataError
-from inat_classifier.train.model import (
-    adam_epsilon,
-    batchnorm_trains,
-    global_clipnorm,
-    load_model,
-    recalibrate_batchnorm,
-    save_model,
-    set_stochastic_depth,
-    stochastic_depth,
-    under_current_policy,
-    unfreeze,
-    unfrozen_layers,
-)
+from inat_classifier.train.model import load_model, recalibrate_batchnorm, save_model, set_stochastic_depth, under_current_policy, unfreeze
+from inat_classifier.train.recipe import adam_epsilon, batchnorm_trains, global_clipnorm, stochastic_depth, unfrozen_layers
 from inat_classifier.params import Params
 from inat_classifier.train.training import (
     batch_pieces,
@@ -37,8 +28,8 @@ from inat_classifier.train.training import (
 )
 
 def main(params: Params) -> None:
-    make_deterministic(params.seed)
     jit_compile = use_device(params.train)
+    make_deterministic(params.seed, ops=not jit_compile)  # Keras compiles no XLA under deterministic ops
     strategy = strategy_for(params.train)  # first: multi_worker must set up before any TensorFlow op
     config, data, seed = params.finetune, params.data, params.seed
     trains_batchnorm = batchnorm_trains(config, params.model)

@@ -2,15 +2,16 @@
 
 from inat_classifier import stage
 
-stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
-stage.choose_cpu_kernels()  # train.onednn: TensorFlow reads it once, when it loads
+params = stage.validate()  # before the imports below load TensorFlow: a params typo prints one line, nothing else
+stage.choose_cpu_kernels(params.train.onednn, params.data.image_size)  # TensorFlow reads it once, when it loads
 
 from inat_classifier.data.classnames import subset_classes
 from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import is_chief, leave_together, strategy_for
 from inat_classifier.layout import HEAD_MODEL, MANIFEST_FILE, RAW_DIR, split_file
 from inat_classifier.train.features import FrozenBaseHead, base_features, feature_batches, head_model
-from inat_classifier.train.model import adam_epsilon, build_classifier, global_clipnorm, recalibrate_batchnorm, save_model
+from inat_classifier.train.model import build_classifier, recalibrate_batchnorm, save_model
+from inat_classifier.train.recipe import adam_epsilon, global_clipnorm
 from inat_classifier.params import Params
 from inat_classifier.train.training import (
     class_weights,
@@ -24,8 +25,8 @@ from inat_classifier.train.training import (
 
 
 def main(params: Params) -> None:
-    make_deterministic(params.seed)
     jit_compile = use_device(params.train)
+    make_deterministic(params.seed, ops=not jit_compile)  # Keras compiles no XLA under deterministic ops
     strategy = strategy_for(params.train)  # first: multi_worker must set up before any TensorFlow op
     config = params.train_head
     classes = subset_classes()

@@ -21,15 +21,8 @@ from inat_classifier.train.dataset import batches, images_only, load_split
 from inat_classifier.train.distribute import is_chief, is_chief_task, read_tf_config, strategy_for
 from inat_classifier.errors import ParamsError, UserError
 from inat_classifier.train.features import FrozenBaseHead, head_model
-from inat_classifier.train.model import (
-    batchnorm_trains,
-    build_classifier,
-    load_model,
-    recalibrate_batchnorm,
-    save_model,
-    unfreeze,
-    unfrozen_layers,
-)
+from inat_classifier.train.model import build_classifier, load_model, recalibrate_batchnorm, save_model, unfreeze
+from inat_classifier.train.recipe import batchnorm_trains, unfrozen_layers
 from inat_classifier.params import Train, parse_params
 from inat_classifier.train.training import compile_model, fingerprint, learning_rate, write_checkpoint
 from helpers.tiny_classifier import CLASSES, picture

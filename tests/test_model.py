@@ -10,19 +10,15 @@ keras = pytest.importorskip("keras")
 
 from inat_classifier.errors import UserError  # noqa: E402
 from inat_classifier.train.model import (  # noqa: E402
-    adam_epsilon,
     base_of,
-    global_clipnorm,
-    batchnorm_trains,
     build_classifier,
     load_model,
     recalibrate_batchnorm,
     save_model,
     set_stochastic_depth,
-    stochastic_depth,
     unfreeze,
-    unfrozen_layers,
 )
+from inat_classifier.train.recipe import adam_epsilon, batchnorm_trains, global_clipnorm, stochastic_depth, unfrozen_layers  # noqa: E402
 from inat_classifier.params import ModelParams, parse_params  # noqa: E402
 from inat_classifier.train.training import compile_model, make_deterministic  # noqa: E402
 

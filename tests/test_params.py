@@ -81,6 +81,7 @@ def test_every_schema_key_appears_in_params_yaml():
         ({"evaluate": {"top_k": 5}}, "evaluate.top_k (5) must be <= the number of classes (4)"),
         ({"bogus": 1}, "bogus: unknown key"),
         ({"train": {"onednn": "maybe"}}, "train.onednn.literal['auto']: Input should be 'auto' (got 'maybe')"),
+        ({"train": {"fuse_elementwise": "sometimes"}}, "train.fuse_elementwise.literal['auto']: Input should be 'auto' (got 'sometimes')"),
         ({"download": {"sample": {"seed": -1}}}, "download.sample.seed: Input should be greater than or equal to 0"),
         ({"download": {"sample": {"seed": True}}}, "download.sample.seed: Input should be a valid integer (got True)"),
     ],

@@ -80,6 +80,7 @@ def test_the_training_stages_say_which_cpu_kernels_they_run(repo):
     """Forced by TF_ENABLE_ONEDNN_OPTS (as make test runs them), else train.onednn: auto, Eigen's at 32 px."""
     kernels = "oneDNN" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "Eigen"
     assert repo.first_output.count(f"CPU kernels {kernels}") == 2  # train_head and finetune
+    assert repo.first_output.count("elementwise fusion off") == 2  # train.fuse_elementwise: auto, small images
 
 
 def test_a_successful_run_logs_no_error_level_lines(repo):

@@ -17,6 +17,7 @@ from inat_classifier.train.features import FrozenBaseHead, base_features, featur
 from inat_classifier.train.model import base_of, build_classifier, head_of, recalibrate_batchnorm, under_current_policy  # noqa: E402
 from inat_classifier.params import Train, parse_params  # noqa: E402
 from inat_classifier.train import training  # noqa: E402
+from inat_classifier.train.recipe import FUSION_FLAGS  # noqa: E402
 from inat_classifier.train.training import class_weights, compile_model, fit, make_deterministic, resolve_device  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -24,11 +25,43 @@ NO_AUGMENT = {"rotation": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "z
               "horizontal_flip": False, "brightness": [1, 1]}
 
 
-def test_auto_device_settings_are_mixed_precision_and_xla_on_a_gpu_only():
+def test_auto_device_settings_are_mixed_precision_on_a_gpu_and_xla_only_when_asked_for():
     assert resolve_device(Train(), gpu=False) == ("float32", False)
-    assert resolve_device(Train(), gpu=True) == ("mixed_float16", True)
+    assert resolve_device(Train(), gpu=True) == ("mixed_float16", False)  # Keras compiles no XLA under deterministic ops
     assert resolve_device(Train(precision="mixed_bfloat16", jit_compile=False), gpu=True) == ("mixed_bfloat16", False)
     assert resolve_device(Train(precision="float32", jit_compile=True), gpu=False) == ("float32", True)
+
+
+def test_xla_asked_for_is_what_keras_compiles_or_a_loud_error():
+    """Keras silently (a warning) compiled without XLA under deterministic ops while the stage printed 'XLA on'."""
+    def tiny() -> keras.Model:
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+
+    try:
+        make_deterministic(0, ops=False)  # what a stage does for train.jit_compile: true
+        compile_model(model := tiny(), 1e-2, jit_compile=True)
+        assert model.jit_compile is True
+        make_deterministic(0)
+        with pytest.raises(RuntimeError, match="XLA was asked on but Keras compiled the model without it"):
+            compile_model(tiny(), 1e-2, jit_compile=True)
+    finally:
+        make_deterministic(0)
+    compile_model(model := tiny(), 1e-2)
+    assert model.jit_compile is False
+
+
+def test_the_device_line_says_whether_elementwise_ops_are_fused(monkeypatch, capsys):
+    monkeypatch.setenv("TF_XLA_FLAGS", FUSION_FLAGS)
+    training.use_device(Train())
+    monkeypatch.delenv("TF_XLA_FLAGS")
+    training.use_device(Train())
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=1")  # a user's own flags are shown as they are
+    training.use_device(Train())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("device:")]
+    assert ["elementwise fusion on" in lines[0], "elementwise fusion off," in lines[1]] == [True, True]
+    assert "elementwise fusion off (TF_XLA_FLAGS=--tf_xla_auto_jit=1)" in lines[2]
+    assert all("XLA off" in line for line in lines)
 
 
 def test_the_training_step_is_traced_once_not_again_for_the_optimizer_variables():
@@ -231,9 +264,12 @@ def test_the_fingerprint_covers_code_versions_and_device_settings(tmp_path, monk
     with monkeypatch.context() as patch:  # the CPU's numerics: bfloat16 math in oneDNN's kernels
         patch.setenv("ONEDNN_DEFAULT_FPMATH_MODE", "BF16")
         changed["numerics"] = training.fingerprint(params)
+    with monkeypatch.context() as patch:  # train.fuse_elementwise: XLA's fused loops round differently
+        patch.setenv("TF_XLA_FLAGS", FUSION_FLAGS)
+        changed["fusion"] = training.fingerprint(params)
     assert training.fingerprint(params) == before
     assert all(value != before for value in changed.values()), changed
-    assert len(set(changed.values())) == 4
+    assert len(set(changed.values())) == 5
 
 
 def test_cpu_bf16_math_asks_onednn_for_bfloat16_math_before_the_first_kernel(monkeypatch):

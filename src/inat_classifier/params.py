@@ -287,13 +287,21 @@ class Train(Section):
     """How both training stages use the devices; ``auto`` picks what was measured fastest there."""
 
     precision: Precision = Field("auto", description="auto: mixed_float16 on a GPU, float32 on a CPU")
-    jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: on a GPU, off on a CPU")
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto", description="XLA for the whole model; auto: off (Keras compiles no XLA under deterministic ops); "
+        "true: XLA with the ops left non-deterministic"
+    )
     cpu_bf16_math: StrictBool = Field(
         False, description="oneDNN computes float32 convolutions and matrix products in bfloat16 (AMX, AVX512_BF16 CPUs)"
     )
     onednn: bool | Literal["auto"] = Field(
         "auto", description="oneDNN's CPU kernels; auto: off up to 64 px (Eigen's trained 1.5x faster at 48 px), "
         "TensorFlow's choice above (oneDNN where the CPU has AVX-512 VNNI/BF16 or AMX)"
+    )
+    fuse_elementwise: bool | Literal["auto"] = Field(
+        "auto", description="XLA fuses the chains of elementwise operations between the convolutions (TensorFlow's "
+        "auto-clustering of fusible ops); auto: on for fine-tuning the whole base with BatchNorm frozen above "
+        "64 px on the CPU build (the study's recipe: epochs 1.2x at 224 px), off elsewhere (slower there)"
     )
     distribute: Annotated[Distribute, _off("none")] = Field(
         "none", description="mirrored: every local GPU; multi_worker: the machines in TF_CONFIG (distribute.py)"

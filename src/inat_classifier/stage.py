@@ -36,26 +36,25 @@ def _params() -> Params:
     return load_params()
 
 
-def validate() -> None:
+def validate() -> Params:
     """Check all of params.yaml; a problem exits 2 with one line, before anything heavy is imported."""
     with _user_errors():
-        _params()
+        return _params()
 
 
 SMALL_IMAGES = 64  # px: at 48 px Eigen's kernels trained 1.5x faster than oneDNN's, at 224 px half as fast
 
 
-def choose_cpu_kernels() -> None:
+def choose_cpu_kernels(onednn: bool | str, image_size: int) -> None:
     """Set ``train.onednn`` for TensorFlow, which reads it once when it loads: call before importing it.
 
-    An explicit ``TF_ENABLE_ONEDNN_OPTS`` wins, so tests and benchmarks can force either path.
+    An explicit ``TF_ENABLE_ONEDNN_OPTS`` wins, so tests and benchmarks can force either path. The
+    evaluate stage scores with the kernels the model trained with.
     """
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ:
         return
-    params = _params()
-    onednn = params.train.onednn
     if onednn == "auto":
-        if params.data.image_size > SMALL_IMAGES:
+        if image_size > SMALL_IMAGES:
             return  # TensorFlow's own choice: oneDNN where the CPU has AVX-512 VNNI/BF16 or AMX
         onednn = False  # small images: many small operations, where oneDNN's overhead per call dominates
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn else "0"

@@ -16,7 +16,7 @@ from ..data.manifest import LICENSE_NAMES
 from .markdown import headline_table, in_split_order
 from ..data.taxonomy import SCORED_RANKS, Taxon, markdown
 from ..params import ModelParams, Params, Phase
-from ..train.model import adam_epsilon, batchnorm_trains, global_clipnorm, stochastic_depth, unfrozen_layers
+from ..train.recipe import adam_epsilon, batchnorm_trains, global_clipnorm, stochastic_depth, unfrozen_layers
 
 EXPORTED = {  # metrics/export.json's formats, as the card names them
     "saved_model": "SavedModel (TF Serving)",

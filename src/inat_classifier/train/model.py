@@ -13,16 +13,11 @@ import keras
 
 from ..atomic import atomic_path
 from ..errors import UserError
-from ..params import Finetune, ModelParams, Phase
+from ..params import ModelParams
 
 BASE = "efficientnetb0"
-UNFREEZE_PRETRAINED = 20  # the Keras fine-tuning example's top 20 layers
 HEAD_LAYERS = ("head_bn", "head_dropout", "predictions")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-KERAS_DROP_CONNECT = 0.2  # keras.applications.EfficientNetB0's drop_connect_rate (the study's)
-KERAS_ADAM_EPSILON = 1e-7  # keras.optimizers.Adam's (the study's)
-RANDOM_BASE_ADAM_EPSILON = 1e-3
-RANDOM_BASE_CLIPNORM = 10.0  # a few times the usual global gradient norm of the offline default (2-14)
 
 
 def build_base(config: ModelParams, image_size: int) -> keras.Model:
@@ -128,57 +123,6 @@ def trained_share(model: keras.Model) -> float:
     layers = base_of(model).layers
     first = next((i for i, layer in enumerate(layers) if layer.trainable and layer.trainable_weights), len(layers))
     return (len(layers) - first) / len(layers)
-
-
-def unfrozen_layers(finetune: Finetune, config: ModelParams) -> int | str:
-    """``finetune.unfreeze``; ``auto``: the top 20 for pretrained weights, ``all`` of a random base (it must all learn)."""
-    if finetune.unfreeze == "auto":
-        return UNFREEZE_PRETRAINED if config.pretrained else "all"
-    return finetune.unfreeze
-
-
-def batchnorm_trains(finetune: Finetune, config: ModelParams) -> bool:
-    """``finetune.batchnorm``; ``auto``: pretrained statistics are worth protecting, a random base's are not."""
-    if finetune.batchnorm == "auto":
-        return not config.pretrained
-    return finetune.batchnorm == "train"
-
-
-def stochastic_depth(finetune: Finetune, config: ModelParams) -> float:
-    """``finetune.stochastic_depth``; ``auto``: Keras' rate with pretrained weights, none for a random base.
-
-    Dropping whole blocks regularises a network that already knows features; a random base fine-tuned
-    for a few hundred steps must first learn them, and with the blocks dropped it learnt slowly enough
-    that how far it got depended on the CPU's rounding (docs/reproducibility.md).
-    """
-    if finetune.stochastic_depth == "auto":
-        return KERAS_DROP_CONNECT if config.pretrained else 0.0
-    return finetune.stochastic_depth
-
-
-def adam_epsilon(phase: Phase, config: ModelParams) -> float:
-    """``adam_epsilon``; ``auto``: Keras' with pretrained weights, 1e-3 for a random base.
-
-    Adam divides each weight's step by its gradient's running scale plus epsilon. Training a random
-    base from scratch, weights whose gradients are about 1e-6 (rounding noise around zero, different
-    on every CPU) still took steps of nearly the full learning rate at Keras' 1e-7; at 1e-3 they barely
-    move, and fewer runs of the offline default stalled (docs/reproducibility.md).
-    """
-    if phase.adam_epsilon == "auto":
-        return KERAS_ADAM_EPSILON if config.pretrained else RANDOM_BASE_ADAM_EPSILON
-    return phase.adam_epsilon
-
-
-def global_clipnorm(phase: Phase, config: ModelParams) -> float | None:
-    """``global_clipnorm`` (None: off); ``auto``: off with pretrained weights, 10 for a random base.
-
-    Training a random base, a rare batch's gradient was 100 to 3,000 times the usual global norm
-    (2-14). Adam's running scale of the squared gradient keeps such a step for about 1,000 steps, longer
-    than the rest of the run, so every later step shrank and the run stalled: the runs that fell
-    short of the others (docs/reproducibility.md). Capped, such a batch counts as a large one.
-    """
-    norm = (None if config.pretrained else RANDOM_BASE_CLIPNORM) if phase.global_clipnorm == "auto" else phase.global_clipnorm
-    return norm or None
 
 
 def set_stochastic_depth(model: keras.Model, rate: float) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.config import disable_op_determinism  # no public call undoes enable_op_determinism
 from tensorflow.python.util import _pywrap_util_port  # whether oneDNN is on: TensorFlow has no public call
 from dvclive import Live
 from sklearn.utils.class_weight import compute_class_weight
@@ -39,23 +40,32 @@ from .dataset import (
 )
 from .distribute import copy_from_chief, from_chief, is_chief, is_multi_worker, mean_over_replicas
 from ..layout import CHECKPOINT_DIR, LIVE_DIR
-from .model import KERAS_ADAM_EPSILON, batchnorm_in_training, moving_statistics, trained_share
+from .model import batchnorm_in_training, moving_statistics, trained_share
+from .recipe import FUSION_FLAGS, KERAS_ADAM_EPSILON
 from ..params import Data, Params, Phase, Train
 
 CODE_DIR = Path(__file__).parent  # the package's modules: a fix to any of them invalidates checkpoints
 
 
-def make_deterministic(seed: int) -> None:
-    """Same seed, same machine, same bytes: seeds every RNG and refuses non-deterministic ops."""
+def make_deterministic(seed: int, ops: bool = True) -> None:
+    """Same seed, same machine, same bytes: seeds every RNG and refuses non-deterministic ops.
+
+    ``ops=False`` (``train.jit_compile: true``) leaves the ops free: Keras compiles no model with XLA
+    while TensorFlow's op determinism is on, and would say so only in a warning.
+    """
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if ops:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        disable_op_determinism()
 
 
 def resolve_device(config: Train, gpu: bool) -> tuple[str, bool]:
-    """(precision policy, XLA) for ``auto``: measured faster on a GPU, far slower on this CPU."""
+    """(precision policy, XLA for the model). ``auto``: mixed_float16 on a GPU; XLA never, since Keras
+    compiles no model with XLA under deterministic ops (the byte-identical contract), and on this CPU
+    it measured far slower anyway."""
     precision = config.precision if config.precision != "auto" else ("mixed_float16" if gpu else "float32")
-    jit_compile = config.jit_compile if config.jit_compile != "auto" else gpu
-    return precision, jit_compile
+    return precision, config.jit_compile is True
 
 
 def use_device(config: Train) -> bool:
@@ -74,7 +84,10 @@ def use_device(config: Train) -> bool:
     keras.mixed_precision.set_global_policy(precision)
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
     kernels = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"  # train.onednn, or TensorFlow's choice
-    print(f"device: {where}, precision {precision}, XLA {'on' if jit_compile else 'off'}, CPU kernels {kernels}")
+    xla = "on (ops not deterministic)" if jit_compile else "off"
+    flags = os.environ.get("TF_XLA_FLAGS")  # train.fuse_elementwise, or the user's own
+    fused = "on" if flags == FUSION_FLAGS else f"off (TF_XLA_FLAGS={flags})" if flags else "off"
+    print(f"device: {where}, precision {precision}, XLA {xla}, elementwise fusion {fused}, CPU kernels {kernels}")
     return jit_compile
 
 
@@ -209,6 +222,9 @@ def compile_model(
             metrics=[accuracy],
             jit_compile=jit_compile,
         )
+        if model.jit_compile != jit_compile:  # Keras turns XLA off with a warning (deterministic ops, some layers)
+            raise RuntimeError(f"XLA was asked {'on' if jit_compile else 'off'} but Keras compiled the model "
+                               f"{'with' if model.jit_compile else 'without'} it: call make_deterministic(seed, ops=False) first")
         # Keras builds the optimizer lazily, inside the first trace of the training step on one device:
         # TensorFlow then traces the whole step a second time, without the variable creation
         # (EfficientNetB0: 20-25 s of every training stage). Built here, the step is traced once.
@@ -230,7 +246,7 @@ def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None =
     versions, the resolved device settings and the CPU kernels asked for."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     gpus = len(tf.config.list_physical_devices("GPU"))
-    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE")]
+    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "TF_XLA_FLAGS")]
     digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0), numerics]).encode())
     code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
     stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
