@@ -1,6 +1,7 @@
 """A tiny fine-tuning run through ``training.fit``, optionally killed (SIGKILL) mid-epoch.
 
-Run as a subprocess by test_training.py: ``python resumable_run.py OUT.keras [KILL_EPOCH]``.
+Run as a subprocess by test_training.py: ``python resumable_run.py OUT.keras [KILL_EPOCH [EVERY]]``,
+EVERY the seconds between checkpoints (default 0: after every epoch).
 """
 
 import os
@@ -13,6 +14,7 @@ import numpy as np
 from inat_classifier.train.dataset import Split, batches, images_only
 from inat_classifier.train.model import build_classifier, recalibrate_batchnorm, save_model, unfreeze
 from inat_classifier.params import parse_params
+from inat_classifier.train import training
 from inat_classifier.train.training import compile_model, fit, make_deterministic
 
 EPOCHS = 4
@@ -31,7 +33,8 @@ class KillMidEpoch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(out: str, kill_epoch: int | None) -> None:
+def main(out: str, kill_epoch: int | None, every: float) -> None:
+    training.CHECKPOINT_SECONDS = every
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     make_deterministic(params.seed)
     rng = np.random.default_rng(0)
@@ -49,4 +52,4 @@ def main(out: str, kill_epoch: int | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None, float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
