@@ -36,6 +36,25 @@ def fetch(params, *args, **kwargs) -> None:
     download(params.download, params.data.max_pixels, *args, **kwargs)
 
 
+# The code under test sets these in os.environ itself (stage.choose_cpu_kernels, recipe.choose_fusion,
+# training.use_device), which monkeypatch cannot undo for a variable that was unset; left behind, one
+# test's choice reaches every later stage its worker runs (a leaked fusion flag once failed a pipeline
+# test when test_stage.py ran first on its worker).
+NUMERICS_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "ONEDNN_DEFAULT_FPMATH_MODE", "ONEDNN_MAX_CPU_ISA")
+
+
+@pytest.fixture(autouse=True)
+def numerics_environment_restored():
+    """Restores the numerics variables after each test, after monkeypatch's own undo."""
+    saved = {name: os.environ.get(name) for name in NUMERICS_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def image_factory(tmp_path):
     def make(name="a.jpg", **kwargs):
