@@ -1,7 +1,7 @@
 """A tiny fine-tuning run through ``training.fit``, optionally killed (SIGKILL) mid-epoch.
 
-Run as a subprocess by test_training.py: ``python resumable_run.py OUT.keras [KILL_EPOCH [EVERY]]``,
-EVERY the seconds between checkpoints (default 0: after every epoch).
+Run as a subprocess by test_training.py: ``python resumable_run.py OUT.keras [KILL_EPOCH]``. It
+checkpoints after every epoch (the stages wait ``CHECKPOINT_SECONDS`` between writes).
 """
 
 import os
@@ -33,8 +33,8 @@ class KillMidEpoch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(out: str, kill_epoch: int | None, every: float) -> None:
-    training.CHECKPOINT_SECONDS = every
+def main(out: str, kill_epoch: int | None) -> None:
+    training.CHECKPOINT_SECONDS = 0
     params = parse_params({"data": {"image_size": 32, "batch_size": 8}})
     make_deterministic(params.seed)
     rng = np.random.default_rng(0)
@@ -52,4 +52,4 @@ def main(out: str, kill_epoch: int | None, every: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None, float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)

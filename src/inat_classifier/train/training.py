@@ -1,8 +1,8 @@
 """What both training stages share: determinism, the device setup, compiling, resumable fitting.
 
 A training stage killed mid-epoch (``kill -9``, a lost machine) resumes from its last checkpointed
-epoch when rerun (one at least every ``CHECKPOINT_SECONDS`` of training): ``Resume`` keeps weights and optimizer state outside DVC's outputs
-(DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
+epoch when rerun (one about every ``CHECKPOINT_SECONDS`` of training): ``Resume`` keeps weights and
+optimizer state outside DVC's outputs (DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
 curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
 resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings, inputs,
 code, TensorFlow/Keras versions or device settings is discarded, never resumed, and so is one that
