@@ -64,6 +64,19 @@ def test_the_device_line_says_whether_elementwise_ops_are_fused(monkeypatch, cap
     assert all("XLA off" in line for line in lines)
 
 
+def test_the_device_line_names_the_threads_each_cpu_operation_is_split_over(monkeypatch, capsys):
+    """Another count rounds differently, so a run is byte-identical only with as many (docs/reproducibility.md)."""
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 3, 5})  # this process may use 3 CPUs
+    training.use_device(Train())
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")  # TensorFlow's own variable wins
+    training.use_device(Train())
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "0")  # TensorFlow's "choose for me"
+    training.use_device(Train())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("device:")]
+    assert [line.rsplit(", ", 1)[1] for line in lines] == ["CPU threads 3", "CPU threads 2", "CPU threads 3"]
+
+
 def test_the_training_step_is_traced_once_not_again_for_the_optimizer_variables():
     # Keras creates the optimizer's variables inside the first trace on one device, and TensorFlow then
     # traces the step again without them: EfficientNetB0's step takes 10-25 s to trace.

@@ -376,7 +376,8 @@ def _reproduce(params: Params) -> str:
         "```",
         "",
         "`dvc.lock` pins the hash of every input, output and param of the run that produced this card; "
-        f"with the same seed ({params.seed}) on the same machine type the model comes out byte-identical. "
+        f"with the same seed ({params.seed}) on the same machine type (CPU model, and as many CPU threads as the "
+        "training stages' `device:` line shows) the model comes out byte-identical. "
         "Change a param with `dvc exp run -S key=value`.",
     ]
     if params.download.source == "inaturalist":

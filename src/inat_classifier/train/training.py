@@ -88,8 +88,19 @@ def use_device(config: Train) -> bool:
     xla = "on (ops not deterministic)" if jit_compile else "off"
     flags = os.environ.get("TF_XLA_FLAGS")  # train.fuse_elementwise, or the user's own
     fused = "on" if flags == FUSION_FLAGS else f"off (TF_XLA_FLAGS={flags})" if flags else "off"
-    print(f"device: {where}, precision {precision}, XLA {xla}, elementwise fusion {fused}, CPU kernels {kernels}")
+    print(f"device: {where}, precision {precision}, XLA {xla}, elementwise fusion {fused}, "
+          f"CPU kernels {kernels}, CPU threads {cpu_threads()}")
     return jit_compile
+
+
+def cpu_threads() -> int:
+    """The threads each CPU operation is split over: ``TF_NUM_INTRAOP_THREADS``, else TensorFlow's one per
+    CPU this process may run on. The split changes the rounding, so it is part of the machine type of the
+    byte-identical contract (docs/reproducibility.md); the number of inter-op threads is not."""
+    requested = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def learning_rate(phase: Phase, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
