@@ -301,9 +301,12 @@ def test_the_fingerprint_covers_code_versions_and_device_settings(tmp_path, monk
     with monkeypatch.context() as patch:  # train.fuse_elementwise: XLA's fused loops round differently
         patch.setenv("TF_XLA_FLAGS", FUSION_FLAGS)
         changed["fusion"] = training.fingerprint(params)
+    with monkeypatch.context() as patch:  # another split of each operation rounds differently
+        patch.setenv("TF_NUM_INTRAOP_THREADS", str(training.cpu_threads() + 1))
+        changed["threads"] = training.fingerprint(params)
     assert training.fingerprint(params) == before
     assert all(value != before for value in changed.values()), changed
-    assert len(set(changed.values())) == 5
+    assert len(set(changed.values())) == 6
 
 
 def test_cpu_bf16_math_asks_onednn_for_bfloat16_math_before_the_first_kernel(monkeypatch):

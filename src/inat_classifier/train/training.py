@@ -255,10 +255,11 @@ def class_weights(mode: str, labels: np.ndarray, num_classes: int) -> dict[int, 
 def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None = None) -> str:
     """What a checkpoint must match to be resumed: every param, the bytes of the inputs and of the code
     (this package and the stage ``script``, by default the one running), the TensorFlow and Keras
-    versions, the resolved device settings and the CPU kernels asked for."""
+    versions, the resolved device settings, the CPU kernels asked for and the CPU threads."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     gpus = len(tf.config.list_physical_devices("GPU"))
     numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "TF_XLA_FLAGS")]
+    numerics.append(cpu_threads())
     digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0), numerics]).encode())
     code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
     stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
