@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from helpers.tiny_classifier import CLASSES, picture
 
 WORKERS = {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}
 TIMEOUT = 300  # seconds for a subprocess: a hang fails the test instead of blocking it
+WORKER_THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}  # two workers share this machine
 
 
 def tf_config(cluster: dict, task_type: str, index: object) -> str:
@@ -181,7 +183,8 @@ def interrupt_after_first_epoch() -> None:
     write_checkpoint(directory, model, 1)
     (directory / "history.json").write_text(json.dumps([{"accuracy": 0.5, "loss": 1.0, "val_accuracy": 0.5, "val_loss": 1.0}]))
     inputs = (HEAD, "data/subset/train.csv", "data/subset/val.csv", "data/raw/manifest.csv")  # as the stage names them
-    (directory / "fingerprint").write_text(fingerprint(params, *inputs, script=REPO / "stages" / "finetune.py"))
+    with mock.patch.dict(os.environ, WORKER_THREADS):  # the workers' thread count, which the fingerprint holds
+        (directory / "fingerprint").write_text(fingerprint(params, *inputs, script=REPO / "stages" / "finetune.py"))
 
 
 def free_ports(count: int) -> list[int]:
@@ -197,8 +200,7 @@ def free_ports(count: int) -> list[int]:
 def run_workers(stage: str, workspaces: list[Path]) -> list[str]:
     """Run ``stages/<stage>.py`` as every worker at once, one thread each (two share this machine)."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(len(workspaces))]}
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TF_CPP_MIN_LOG_LEVEL": "2", **WORKER_THREADS}
     processes = [
         subprocess.Popen([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=root,
                          env={**env, "TF_CONFIG": tf_config(cluster, "worker", index)},
