@@ -2,12 +2,13 @@
 
 A training stage killed mid-epoch (``kill -9``, a lost machine) resumes from its last checkpointed
 epoch when rerun (one about every ``CHECKPOINT_SECONDS`` of training): ``Resume`` keeps weights and
-optimizer state outside DVC's outputs (DVC deletes those before rerunning a stage), the per-epoch logs are kept beside them so dvclive's
-curves are whole, and the data pipeline replays any epoch on its own (see ``dataset.py``), so the
-resumed run ends with the bytes of an uninterrupted one. A checkpoint of other settings, inputs,
-code, TensorFlow/Keras versions or device settings is discarded, never resumed, and so is one that
-cannot be read (a kill or a full disk mid-write): the run starts afresh. On several workers the
-chief alone writes the logs and the checkpoint (``distribute.py``).
+optimizer state outside DVC's outputs (DVC deletes those before rerunning a stage), the per-epoch
+logs are kept beside them so dvclive's curves are whole, and the data pipeline replays any epoch on
+its own (see ``dataset.py``), so the resumed run ends with the bytes of an uninterrupted one. A
+checkpoint of other settings, inputs, code, TensorFlow/Keras versions or device settings (CPU
+threads included) is discarded, never resumed, and so is one that cannot be read (a kill or a full
+disk mid-write): the run starts afresh. On several workers the chief alone writes the logs and the
+checkpoint (``distribute.py``).
 """
 
 from __future__ import annotations
@@ -258,8 +259,8 @@ def fingerprint(params: Params, *inputs: str | Path, script: str | Path | None =
     versions, the resolved device settings, the CPU kernels asked for and the CPU threads."""
     digest = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     gpus = len(tf.config.list_physical_devices("GPU"))
-    numerics = [os.environ.get(name) for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "TF_XLA_FLAGS")]
-    numerics.append(cpu_threads())
+    variables = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "TF_XLA_FLAGS")
+    numerics = [*(os.environ.get(name) for name in variables), cpu_threads()]
     digest.update(json.dumps([tf.__version__, keras.__version__, gpus, resolve_device(params.train, gpus > 0), numerics]).encode())
     code = [(path.relative_to(CODE_DIR).as_posix(), path) for path in sorted(CODE_DIR.rglob("*.py"))]
     stage = script or getattr(sys.modules.get("__main__"), "__file__", None)
